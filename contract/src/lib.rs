@@ -1,0 +1,4 @@
+//! The contract between the operator and the broker: pure types and algorithms both sides share.
+#![forbid(unsafe_code)]
+
+pub mod topic;
