@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every system package and cached tool the tests need. Idempotent: a warm machine
+# returns in seconds. Fails loudly.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+
+# Debian packages the tests use. Keep this list the one place they are named.
+packages=(
+  openssl            # independent verification of our PKI
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: apt-get install ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq -o DPkg::Lock::Timeout=600 "${missing[@]}"
+else
+  echo "install-deps: Debian packages present"
+fi
