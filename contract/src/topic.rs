@@ -211,7 +211,10 @@ mod tests {
         }
         assert_eq!(validate_topic_filter("a/#/b"), Err(TopicError::HashNotLast));
         assert_eq!(validate_topic_filter("a/b#"), Err(TopicError::HashNotAlone));
-        assert_eq!(validate_topic_filter("a/b+/c"), Err(TopicError::PlusNotAlone));
+        assert_eq!(
+            validate_topic_filter("a/b+/c"),
+            Err(TopicError::PlusNotAlone)
+        );
         assert_eq!(validate_topic_filter("++"), Err(TopicError::PlusNotAlone));
         assert_eq!(validate_topic_filter("##"), Err(TopicError::HashNotAlone));
     }
@@ -223,8 +226,14 @@ mod tests {
         assert_eq!(f.filter, "a/+/c");
         assert_eq!(parse_filter("$share/g1"), Err(TopicError::SharedMalformed));
         assert_eq!(parse_filter("$share/g1/"), Err(TopicError::SharedMalformed));
-        assert_eq!(parse_filter("$share//a"), Err(TopicError::SharedGroupInvalid));
-        assert_eq!(parse_filter("$share/g+/a"), Err(TopicError::SharedGroupInvalid));
+        assert_eq!(
+            parse_filter("$share//a"),
+            Err(TopicError::SharedGroupInvalid)
+        );
+        assert_eq!(
+            parse_filter("$share/g+/a"),
+            Err(TopicError::SharedGroupInvalid)
+        );
         assert_eq!(parse_filter("$share/g/a/#/b"), Err(TopicError::HashNotLast));
         assert_eq!(parse_filter("$share"), Err(TopicError::SharedMalformed));
     }

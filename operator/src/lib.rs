@@ -1,0 +1,6 @@
+//! mqtt-operator: pure modules (manifests, check, CRD generation) and the controllers' IO shells.
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod crd;
+pub mod manifest;
