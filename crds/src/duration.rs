@@ -59,7 +59,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
 pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     for (unit, name) in [(86_400, 'd'), (3_600, 'h'), (60, 'm')] {
-        if s != 0 && s % unit == 0 {
+        if s != 0 && s.is_multiple_of(unit) {
             return format!("{}{}", s / unit, name);
         }
     }

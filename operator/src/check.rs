@@ -117,7 +117,7 @@ impl Ctx<'_> {
         self.docs.iter().any(|d| {
             ns(d) == namespace
                 && d.name == name
-                && matches!(d.content, Content::Resource(Resource::Cluster(_)))
+                && matches!(d.resource(), Some(Resource::Cluster(_)))
         })
     }
 }
@@ -128,8 +128,8 @@ fn devices_of<'a>(
     namespace: &'a str,
     cluster: &'a str,
 ) -> impl Iterator<Item = &'a DeviceIdentity> + 'a {
-    docs.iter().filter_map(move |d| match &d.content {
-        Content::Resource(Resource::Device(dev))
+    docs.iter().filter_map(move |d| match d.resource() {
+        Some(Resource::Device(dev))
             if ns(d) == namespace && dev.spec.cluster_ref.name == cluster =>
         {
             Some(dev)
@@ -164,7 +164,7 @@ pub fn check(docs: &[Document]) -> Report {
                 }
                 continue;
             }
-            Content::Resource(r) => r,
+            Content::Resource(r) => r.as_ref(),
         };
         cx.report.checked += 1;
         if !validate::is_dns_subdomain(&doc.name) {
@@ -263,7 +263,7 @@ fn check_bridge_refs(cx: &mut Ctx<'_>, doc: &Document, b: &crds::Bridge) {
         let found = cx.docs.iter().any(|d| {
             ns(d) == ns(doc)
                 && d.name == id.name
-                && matches!(d.content, Content::Resource(Resource::Device(_)))
+                && matches!(d.resource(), Some(Resource::Device(_)))
         });
         if !found {
             cx.error(

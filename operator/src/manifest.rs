@@ -22,7 +22,7 @@ pub struct SourceFile {
 #[derive(Debug, Clone)]
 pub enum Resource {
     /// An MqttCluster.
-    Cluster(MqttCluster),
+    Cluster(Box<MqttCluster>),
     /// A DeviceIdentity.
     Device(DeviceIdentity),
     /// A TopicPolicy.
@@ -35,7 +35,7 @@ pub enum Resource {
 #[derive(Debug, Clone)]
 pub enum Content {
     /// One of our kinds, well-formed (its spec may still be invalid).
-    Resource(Resource),
+    Resource(Box<Resource>),
     /// A kind of another API group: ignored by `check`, with a note.
     Foreign {
         /// `apiVersion` of the document.
@@ -66,6 +66,14 @@ impl Document {
     /// `Kind/name`, as used in messages.
     pub fn object(&self) -> String {
         format!("{}/{}", self.kind, self.name)
+    }
+
+    /// The typed object, when the document is one of our kinds and well-formed.
+    pub fn resource(&self) -> Option<&Resource> {
+        match &self.content {
+            Content::Resource(r) => Some(r),
+            _ => None,
+        }
     }
 }
 
@@ -223,10 +231,10 @@ fn parse_document(file: &str, index: usize, value: serde_yaml::Value) -> Documen
         }
     };
     doc.content = match kind.as_str() {
-        "MqttCluster" => typed(json).map(|r| Content::Resource(Resource::Cluster(r))),
-        "DeviceIdentity" => typed(json).map(|r| Content::Resource(Resource::Device(r))),
-        "TopicPolicy" => typed(json).map(|r| Content::Resource(Resource::Policy(r))),
-        "Bridge" => typed(json).map(|r| Content::Resource(Resource::Bridge(r))),
+        "MqttCluster" => typed(json).map(|r| Resource::Cluster(Box::new(r))),
+        "DeviceIdentity" => typed(json).map(Resource::Device),
+        "TopicPolicy" => typed(json).map(Resource::Policy),
+        "Bridge" => typed(json).map(Resource::Bridge),
         other => Err(vec![FieldError {
             path: "kind".into(),
             message: format!(
@@ -235,7 +243,7 @@ fn parse_document(file: &str, index: usize, value: serde_yaml::Value) -> Documen
             ),
         }]),
     }
-    .unwrap_or_else(Content::Malformed);
+    .map_or_else(Content::Malformed, |r| Content::Resource(Box::new(r)));
     doc
 }
 
@@ -287,11 +295,8 @@ mod tests {
         );
         assert_eq!(docs.len(), 2);
         assert!(matches!(docs[0].content, Content::Foreign { .. }));
-        assert_eq!(docs[1].index, 3);
-        assert!(matches!(
-            docs[1].content,
-            Content::Resource(Resource::Cluster(_))
-        ));
+        assert_eq!(docs[1].index, 2);
+        assert!(matches!(docs[1].resource(), Some(Resource::Cluster(_))));
     }
 
     #[test]
