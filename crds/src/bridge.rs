@@ -149,6 +149,9 @@ pub struct BridgeStatus {
     /// Messages forwarded since the bridge started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forwarded: Option<i64>,
+    /// Messages that failed to forward (rejected by the remote) since the bridge started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<i64>,
     /// Messages dropped (buffer overflow or expiry) since the bridge started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped: Option<i64>,
