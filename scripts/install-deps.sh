@@ -7,6 +7,7 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 # Debian packages the tests use. Keep this list the one place they are named.
 packages=(
   openssl            # independent verification of our PKI
+  prometheus         # promtool: checks and unit-tests the generated alert rules
 )
 
 missing=()

@@ -1,4 +1,5 @@
 //! The contract between the operator and the broker: pure types and algorithms both sides share.
 #![forbid(unsafe_code)]
 
+pub mod metrics;
 pub mod topic;

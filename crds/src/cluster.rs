@@ -584,6 +584,9 @@ pub struct AlertOverrides {
     /// How long a bridge may be disconnected before alerting (default `5m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bridge_down_for: Option<String>,
+    /// Retained messages gained per hour that count as runaway growth (default 100000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_growth_per_hour: Option<i64>,
 }
 
 /// Grafana dashboard options.

@@ -4,3 +4,4 @@
 pub mod check;
 pub mod crd;
 pub mod manifest;
+pub mod monitoring;

@@ -242,6 +242,9 @@ fn monitoring(spec: &MqttClusterSpec, e: &mut Errors) {
     {
         e.add(format!("{p}.queueDepthPercent"), "must be 1-100");
     }
+    if o.retained_growth_per_hour.is_some_and(|g| g < 1) {
+        e.add(format!("{p}.retainedGrowthPerHour"), "must be at least 1");
+    }
     if o.certificate_expiry_days.is_some_and(|d| d < 1) {
         e.add(format!("{p}.certificateExpiryDays"), "must be at least 1");
     }
