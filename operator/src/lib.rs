@@ -5,3 +5,4 @@ pub mod check;
 pub mod crd;
 pub mod manifest;
 pub mod monitoring;
+pub mod render;

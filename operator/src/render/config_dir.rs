@@ -1,0 +1,75 @@
+//! How the broker's configuration directory is assembled in a pod: one projected volume of the
+//! config ConfigMap, the CA bundle ConfigMap and the server/push-token Secrets. Projected
+//! volumes update atomically, so the broker's file watcher never sees half a change.
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapProjection, KeyToPath, ProjectedVolumeSource, SecretProjection, Volume,
+    VolumeProjection,
+};
+
+use super::names::Names;
+
+/// Keys of the config ConfigMap, each mounted under the same file name.
+pub const CONFIG_KEYS: [&str; 3] = ["broker.json", "acl.json", "revoked.json"];
+/// Key of the CA bundle ConfigMap holding the clients CA bundle.
+pub const CLIENTS_CA_KEY: &str = "clients-ca.crt";
+/// Key of the CA bundle ConfigMap holding the cluster CA bundle.
+pub const CLUSTER_CA_KEY: &str = "cluster-ca.crt";
+/// Key of the push-token Secret.
+pub const PUSH_TOKEN_KEY: &str = "token";
+
+fn item(key: &str, path: &str) -> KeyToPath {
+    KeyToPath {
+        key: key.into(),
+        path: path.into(),
+        mode: None,
+    }
+}
+
+/// The `config` volume of a core pod.
+pub fn volume(names: &Names) -> Volume {
+    Volume {
+        name: "config".into(),
+        projected: Some(ProjectedVolumeSource {
+            default_mode: Some(0o440),
+            sources: Some(vec![
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: names.config(),
+                        items: Some(CONFIG_KEYS.iter().map(|k| item(k, k)).collect()),
+                        optional: Some(false),
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: names.ca_bundle(),
+                        items: Some(vec![item(CLIENTS_CA_KEY, "tls/clients-ca.crt")]),
+                        optional: Some(false),
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: names.server_tls(),
+                        items: Some(vec![
+                            item("tls.crt", "tls/server.crt"),
+                            item("tls.key", "tls/server.key"),
+                        ]),
+                        optional: Some(false),
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: names.push_token(),
+                        items: Some(vec![item(PUSH_TOKEN_KEY, "push-token")]),
+                        optional: Some(false),
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+        }),
+        ..Volume::default()
+    }
+}

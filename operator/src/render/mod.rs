@@ -1,0 +1,9 @@
+//! Desired Kubernetes objects and broker configuration from specs. Pure functions: the
+//! controllers apply what these return, `mqtt-operator render` prints it.
+
+pub mod cluster;
+pub mod config_dir;
+pub mod names;
+
+#[cfg(test)]
+mod tests;
