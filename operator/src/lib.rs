@@ -5,4 +5,5 @@ pub mod check;
 pub mod crd;
 pub mod manifest;
 pub mod monitoring;
+pub mod pki;
 pub mod render;
