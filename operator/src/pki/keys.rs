@@ -51,6 +51,16 @@ impl KeyAlgorithm {
     }
 }
 
+impl From<crds::KeyAlgorithm> for KeyAlgorithm {
+    fn from(a: crds::KeyAlgorithm) -> Self {
+        match a {
+            crds::KeyAlgorithm::EcdsaP256 => KeyAlgorithm::EcdsaP256,
+            crds::KeyAlgorithm::Ed25519 => KeyAlgorithm::Ed25519,
+            crds::KeyAlgorithm::Rsa2048 => KeyAlgorithm::Rsa2048,
+        }
+    }
+}
+
 impl fmt::Display for KeyAlgorithm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -298,6 +308,18 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", alg.as_str()));
         }
         assert!("dsa".parse::<KeyAlgorithm>().is_err());
+        for crd in [
+            crds::KeyAlgorithm::EcdsaP256,
+            crds::KeyAlgorithm::Ed25519,
+            crds::KeyAlgorithm::Rsa2048,
+        ] {
+            let ours = KeyAlgorithm::from(crd);
+            assert_eq!(
+                serde_json::to_string(&crd).unwrap(),
+                serde_json::to_string(&ours).unwrap(),
+                "the CRD and the PKI agree on names"
+            );
+        }
         assert_eq!(KeyAlgorithm::default(), KeyAlgorithm::EcdsaP256);
     }
 }

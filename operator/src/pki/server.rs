@@ -11,6 +11,7 @@ use super::names::{check_dns_label, check_dns_name};
 use super::{
     CaKind, CertificateAuthority, Credentials, KeyAlgorithm, PkiError, PrivateKey, Randomness,
 };
+use crate::render::names::Names;
 
 /// What the broker server certificate must cover.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,14 +55,18 @@ impl ServerCertRequest {
         }
     }
 
-    /// The client Service name (`<cluster>`).
+    fn names(&self) -> Names {
+        Names::new(&self.cluster)
+    }
+
+    /// The client Service name (`<cluster>`, from [`crate::render::names`]).
     pub fn client_service(&self) -> String {
-        self.cluster.clone()
+        self.names().client_service()
     }
 
     /// The headless Service of the core StatefulSet (`<cluster>-core`).
     pub fn headless_service(&self) -> String {
-        format!("{}-core", self.cluster)
+        self.names().core()
     }
 
     /// Every DNS SAN, in a stable order without duplicates: each core pod
@@ -76,7 +81,7 @@ impl ServerCertRequest {
         );
         let mut names = Vec::new();
         for n in 0..self.core_replicas {
-            let pod = format!("{}-core-{n}.{headless}.{ns}.svc", self.cluster);
+            let pod = self.names().pod_dns(n as i32, ns);
             names.push(format!("{pod}.{domain}"));
             names.push(pod);
         }
@@ -108,6 +113,15 @@ impl ServerCertRequest {
     }
 
     fn validate(&self) -> Result<(), PkiError> {
+        if self.core_replicas > 1000 {
+            return Err(PkiError::Name {
+                name: self.cluster.clone(),
+                reason: format!(
+                    "{} core replicas is not a plausible cluster",
+                    self.core_replicas
+                ),
+            });
+        }
         check_dns_label("namespace", &self.namespace)?;
         check_dns_label("cluster", &self.cluster)?;
         if self.core_replicas == 0 {
