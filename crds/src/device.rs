@@ -31,8 +31,9 @@ pub const ROTATE_ANNOTATION: &str = "mqtt.operator.dev/rotate";
 pub struct DeviceIdentitySpec {
     /// The MqttCluster this device connects to (same namespace).
     pub cluster_ref: ClusterRef,
-    /// Device id: the certificate CN and MQTT username. Unique per cluster; 1-128 characters of
-    /// `A-Z a-z 0-9 . _ : -` (it is expanded into topics, so no `/`, `+`, `#`).
+    /// Device id: the certificate CN and MQTT username. Unique per cluster; 1-64 characters of
+    /// `A-Z a-z 0-9 . _ : -`, not starting with `-` or `.` (it is expanded into topics, so no
+    /// `/`, `+`, `#`).
     pub device_id: String,
     /// Certificate options.
     #[serde(default, skip_serializing_if = "Option::is_none")]

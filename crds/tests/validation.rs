@@ -198,7 +198,7 @@ fn device_rules() {
             "{bad}"
         );
     }
-    let long = "x".repeat(129);
+    let long = "x".repeat(65);
     assert_eq!(
         paths(device(&format!(
             "clusterRef: {{name: c}}\ndeviceId: {long}"

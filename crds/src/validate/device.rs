@@ -10,25 +10,41 @@ pub const MAX_CSR_BYTES: usize = 16 * 1024;
 /// Default device certificate lifetime.
 pub const DEFAULT_VALIDITY: &str = "90d";
 
-/// A device id: 1-128 characters of `A-Z a-z 0-9 . _ : -`. It becomes a certificate CN, an MQTT
-/// username and a topic level, so it must be safe in all three.
+/// The longest device id: X.520 `ub-common-name` (the certificate CN) is 64 characters.
+pub const MAX_DEVICE_ID_LEN: usize = 64;
+
+/// What is wrong with a device id, if anything. A device id is 1-64 characters of
+/// `A-Z a-z 0-9 . _ : -`, not starting with `-` or `.`: it becomes a certificate CN, an MQTT
+/// username, a URN segment and a topic level, so it must be safe in all four.
+pub fn device_id_problem(s: &str) -> Option<&'static str> {
+    if s.is_empty() || s.len() > MAX_DEVICE_ID_LEN {
+        return Some("must be 1-64 characters");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    {
+        return Some("may only contain A-Z a-z 0-9 . _ : -");
+    }
+    if s.starts_with(['-', '.']) {
+        return Some("must not start with '-' or '.'");
+    }
+    None
+}
+
+/// True when [`device_id_problem`] finds nothing.
 pub fn is_device_id(s: &str) -> bool {
-    (1..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+    device_id_problem(s).is_none()
 }
 
 /// Validates a DeviceIdentity spec.
 pub fn validate_device(spec: &DeviceIdentitySpec) -> Vec<FieldError> {
     let mut e = Errors::default();
     e.object_name("spec.clusterRef.name", &spec.cluster_ref.name);
-    if !is_device_id(&spec.device_id) {
+    if let Some(problem) = device_id_problem(&spec.device_id) {
         e.add(
             "spec.deviceId",
-            format!(
-                "'{}' is not a valid device id: 1-128 characters of A-Z a-z 0-9 . _ : -",
-                spec.device_id
-            ),
+            format!("'{}' is not a valid device id: {problem}", spec.device_id),
         );
     }
     let cert = spec.certificate.clone().unwrap_or_default();
@@ -82,6 +98,9 @@ mod tests {
         assert!(!is_device_id("a/b"));
         assert!(!is_device_id("a+b"));
         assert!(!is_device_id("a b"));
-        assert!(!is_device_id(&"x".repeat(129)));
+        assert!(!is_device_id(&"x".repeat(65)));
+        assert!(is_device_id(&"x".repeat(64)));
+        assert!(!is_device_id("-a"));
+        assert!(!is_device_id(".a"));
     }
 }

@@ -12,7 +12,9 @@ use std::fmt;
 
 pub use bridge::validate_bridge;
 pub use cluster::validate_cluster;
-pub use device::{is_device_id, validate_device, MAX_CSR_BYTES};
+pub use device::{
+    device_id_problem, is_device_id, validate_device, MAX_CSR_BYTES, MAX_DEVICE_ID_LEN,
+};
 pub use policy::{policy_warnings, validate_policy};
 
 use crate::duration::parse_duration;

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::device::is_device_id;
+use super::device::device_id_problem;
 use super::{Errors, FieldError};
 use crate::pattern::Pattern;
 use crate::policy::{Action, SubjectKind, TopicPolicySpec};
@@ -34,9 +34,12 @@ pub fn validate_policy(spec: &TopicPolicySpec) -> Vec<FieldError> {
                 p,
                 "must set exactly one of device, deviceSelector, user, all (and all must be true)",
             ),
-            Some(SubjectKind::Device(id)) if !is_device_id(id) => e.add(
+            Some(SubjectKind::Device(id)) if device_id_problem(id).is_some() => e.add(
                 format!("{p}.device"),
-                format!("'{id}' is not a valid device id: 1-128 characters of A-Z a-z 0-9 . _ : -"),
+                format!(
+                    "'{id}' is not a valid device id: {}",
+                    device_id_problem(id).unwrap_or_default()
+                ),
             ),
             Some(SubjectKind::User(u)) if u.is_empty() || u.len() > 256 || u.contains('\0') => {
                 e.add(format!("{p}.user"), "must be 1-256 characters without NUL")

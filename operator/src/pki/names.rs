@@ -15,9 +15,6 @@ pub const ORGANIZATION: &str = "mqtt-operator";
 /// The URN prefix of device SAN URIs.
 pub const DEVICE_URI_PREFIX: &str = "urn:mqtt-operator:";
 
-/// The longest device id: X.520 `ub-common-name` is 64 characters.
-pub const MAX_DEVICE_ID_LEN: usize = 64;
-
 /// One device of one cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DeviceRef {
@@ -56,26 +53,16 @@ impl DeviceRef {
     }
 }
 
-/// A device id: 1 to 64 characters of `A-Z a-z 0-9 . _ : -`, not starting with `-` or `.`
-/// (it is also an MQTT username, a URN segment and a topic level in ACL placeholders).
+/// Checks a device id with the API's rule (`crds::validate::device_id_problem`): it is also an
+/// MQTT username, a URN segment and a topic level in ACL placeholders.
 pub fn check_device_id(id: &str) -> Result<(), PkiError> {
-    let bad = |reason: &str| PkiError::Name {
-        name: id.to_string(),
-        reason: reason.to_string(),
-    };
-    if id.is_empty() || id.len() > MAX_DEVICE_ID_LEN {
-        return Err(bad("device id must be 1 to 64 characters"));
+    match crds::validate::device_id_problem(id) {
+        None => Ok(()),
+        Some(reason) => Err(PkiError::Name {
+            name: id.to_string(),
+            reason: format!("device id {reason}"),
+        }),
     }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
-    {
-        return Err(bad("device id may only contain A-Z a-z 0-9 . _ : -"));
-    }
-    if id.starts_with(['-', '.']) {
-        return Err(bad("device id must not start with '-' or '.'"));
-    }
-    Ok(())
 }
 
 /// An RFC 1123 label (Kubernetes namespace and object names used in DNS): 1 to 63 characters
