@@ -1,5 +1,6 @@
 //! The contract between the operator and the broker: pure types and algorithms both sides share.
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod metrics;
 pub mod topic;
