@@ -1,0 +1,142 @@
+//! The node's HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, and the authenticated push
+//! endpoints `PUT /v1/acl`, `PUT /v1/revoked`, `PUT /v1/trust` (bearer token from `push-token`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::engine::Engine;
+use crate::live::Live;
+use crate::reload::{Part, Reloader};
+
+/// What the handlers share.
+pub struct HttpState {
+    /// Live state.
+    pub live: Arc<Live>,
+    /// The engine (metrics sampling).
+    pub engine: Arc<Engine>,
+    /// Applies pushes.
+    pub reloader: Arc<Reloader>,
+    /// The bearer token (secret).
+    pub token: String,
+    /// limits.maxConnections for `mqtt_connections_max`.
+    pub max_connections: u32,
+    /// This node's raft id.
+    pub node_id: u64,
+}
+
+/// Binds the endpoint; the returned future serves until the process ends.
+pub async fn serve(addr: SocketAddr, state: Arc<HttpState>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/acl", put(push_acl))
+        .route("/v1/revoked", put(push_revoked))
+        .route("/v1/trust", put(push_trust))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
+
+/// Serves `/healthz` and a not-ready `/readyz` while the engine starts (joining raft can take
+/// seconds); replaced by [`serve`] once everything is up.
+pub async fn serve_early(listener: tokio::net::TcpListener, live: Arc<Live>) {
+    let app = Router::new().route("/healthz", get(|| async { "ok\n" })).route(
+        "/readyz",
+        get(move || {
+            let live = live.clone();
+            async move {
+                let body = json!({
+                    "ready": false,
+                    "listeners": live.listeners_up.load(std::sync::atomic::Ordering::Acquire),
+                    "clusterJoined": live.cluster_joined.load(std::sync::atomic::Ordering::Acquire),
+                    "configLoaded": true,
+                });
+                (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        log::warn!("early HTTP endpoint stopped: {e}");
+    }
+}
+
+async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
+    let live = &s.live;
+    let body = json!({
+        "ready": live.ready(),
+        "listeners": live.listeners_up.load(std::sync::atomic::Ordering::Acquire),
+        "clusterJoined": live.cluster_joined.load(std::sync::atomic::Ordering::Acquire),
+        "configLoaded": true,
+        "aclRevision": live.policy().0.revision(),
+        "revokedRevision": live.revoked().revision,
+        "trustRevision": live.trust().revision,
+    });
+    let code = if live.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
+    let sample = crate::metrics::sample(&s.engine.scx).await;
+    let text = crate::metrics::render(&s.live, &sample, s.max_connections, s.node_id);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Constant-time comparison of the presented bearer token.
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    let Some(presented) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (presented.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn push(s: &HttpState, headers: &HeaderMap, part: Part, body: &[u8]) -> Response {
+    if !authorized(headers, &s.token) {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token"}))).into_response();
+    }
+    match s.reloader.apply(part, body).await {
+        Ok(revision) => (StatusCode::OK, Json(json!({"revision": revision}))).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn push_acl(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Bytes) -> Response {
+    push(&s, &headers, Part::Acl, &body).await
+}
+
+async fn push_revoked(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Bytes) -> Response {
+    push(&s, &headers, Part::Revoked, &body).await
+}
+
+async fn push_trust(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Bytes) -> Response {
+    push(&s, &headers, Part::Trust, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let mut h = HeaderMap::new();
+        assert!(!authorized(&h, "tok"));
+        h.insert(header::AUTHORIZATION, "Bearer tok".parse().unwrap());
+        assert!(authorized(&h, "tok"));
+        assert!(!authorized(&h, "tok2"));
+        h.insert(header::AUTHORIZATION, "Basic tok".parse().unwrap());
+        assert!(!authorized(&h, "tok"));
+    }
+}

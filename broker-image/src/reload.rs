@@ -1,0 +1,98 @@
+//! Applying a new ACL rule set, revoked set or trust bundle, whether it came from a file change
+//! or from the push endpoint. Invalid content is rejected and the running version stays.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use crate::engine::{Engine, EngineError};
+use crate::live::{trust_state, Counters, Live, RevokedIndex};
+
+/// Which hot-reloadable part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `acl.json`
+    Acl,
+    /// `revoked.json`
+    Revoked,
+    /// `tls/clients-ca.crt`
+    Trust,
+}
+
+/// Why a reload was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Policy(#[from] crate::access::PolicyError),
+    #[error(transparent)]
+    Config(#[from] contract::config::ConfigError),
+    #[error("trust bundle is not UTF-8")]
+    NotUtf8,
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Applies reloads to the live state and the engine.
+pub struct Reloader {
+    live: Arc<Live>,
+    engine: Arc<Engine>,
+    /// Serialises reloads so two pushes never interleave a swap.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader over the running engine.
+    pub fn new(live: Arc<Live>, engine: Arc<Engine>) -> Self {
+        Self { live, engine, lock: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Applies new content for `part`; returns the revision now in force.
+    pub async fn apply(&self, part: Part, bytes: &[u8]) -> Result<String, ReloadError> {
+        let _guard = self.lock.lock().await;
+        let result = match part {
+            Part::Acl => self.apply_acl(bytes),
+            Part::Revoked => self.apply_revoked(bytes).await,
+            Part::Trust => self.apply_trust(bytes).await,
+        };
+        match &result {
+            Ok(rev) => {
+                Counters::inc(&self.live.counters.reloads);
+                log::info!("reloaded {part:?}, revision {rev}");
+            }
+            Err(e) => {
+                Counters::inc(&self.live.counters.reload_errors);
+                log::warn!("rejected {part:?} reload: {e}");
+            }
+        }
+        result
+    }
+
+    fn apply_acl(&self, bytes: &[u8]) -> Result<String, ReloadError> {
+        let policy = crate::access::parse_policy(bytes)?;
+        let revision = policy.revision().to_owned();
+        self.live.set_policy(policy);
+        Ok(revision)
+    }
+
+    async fn apply_revoked(&self, bytes: &[u8]) -> Result<String, ReloadError> {
+        let set = contract::config::load_revoked(bytes)?;
+        let serials: HashSet<String> = set.normalized()?.into_iter().collect();
+        let revision = set.revision.clone();
+        let previous = self.live.set_revoked(RevokedIndex { revision: revision.clone(), serials: serials.clone() });
+        let added: HashSet<String> = serials.difference(&previous.serials).cloned().collect();
+        self.engine.disconnect_serials(&added, &self.live).await;
+        Ok(revision)
+    }
+
+    async fn apply_trust(&self, bytes: &[u8]) -> Result<String, ReloadError> {
+        let pem = std::str::from_utf8(bytes).map_err(|_| ReloadError::NotUtf8)?;
+        contract::config::check_trust_bundle(pem)?;
+        let state = trust_state(pem);
+        if state.revision == self.live.trust().revision {
+            return Ok(state.revision);
+        }
+        self.engine.reload_trust(pem).await?;
+        let revision = state.revision.clone();
+        self.live.set_trust(state);
+        Ok(revision)
+    }
+}
