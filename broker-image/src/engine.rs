@@ -106,15 +106,22 @@ impl Engine {
         let ip = bind_ip(&config)?;
         let mut builder = ServerContext::new()
             .node_id(config.node.id)
-            .mqtt_max_sessions(config.limits.max_connections as isize)
-            .plugins_config_map_add(PLUGIN_CLUSTER, cluster_plugin_toml(&config));
+            .mqtt_max_sessions(config.limits.max_connections as isize);
+        // A single node runs without the raft plugin: rmqtt's raft bootstrap needs at least one
+        // peer to probe (it panics on an empty peer list).
+        let clustered = config.cluster.peers.len() > 1;
+        if clustered {
+            builder = builder.plugins_config_map_add(PLUGIN_CLUSTER, cluster_plugin_toml(&config));
+        }
         if config.limits.retain_available {
             builder = builder.plugins_config_map_add(PLUGIN_RETAINER, "max_retained_messages = 0\n");
         }
         let scx = builder.build().await;
 
-        let (_, grpc_port) = config.cluster.ports_of(config.node.id);
-        scx.node.start_grpc_server(scx.clone(), SocketAddr::new(ip, grpc_port), true, false);
+        if clustered {
+            let (_, grpc_port) = config.cluster.ports_of(config.node.id);
+            scx.node.start_grpc_server(scx.clone(), SocketAddr::new(ip, grpc_port), true, false);
+        }
 
         let enforcer = || {
             Box::new(Enforcer::new(
@@ -135,9 +142,11 @@ impl Engine {
                 .await
                 .map_err(|source| EngineError::Plugin { plugin: PLUGIN_RETAINER, source })?;
         }
-        rmqtt_cluster_raft::register_named(&scx, PLUGIN_CLUSTER, true, true)
-            .await
-            .map_err(|source| EngineError::Plugin { plugin: PLUGIN_CLUSTER, source })?;
+        if clustered {
+            rmqtt_cluster_raft::register_named(&scx, PLUGIN_CLUSTER, true, true)
+                .await
+                .map_err(|source| EngineError::Plugin { plugin: PLUGIN_CLUSTER, source })?;
+        }
         live.cluster_joined.store(true, Ordering::Release);
 
         Ok(Arc::new(Engine {
