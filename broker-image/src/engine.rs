@@ -295,21 +295,35 @@ impl Engine {
         kicked
     }
 
-    /// Polls raft health into `live` (leader id, voters up) until the process ends.
+    /// Polls raft health into `live` until the process ends: the leader id this node sees, and
+    /// how many voters are up (this node plus peers whose inter-node port accepts connections;
+    /// rmqtt 0.24's cluster-wide health call does not answer reliably, see README).
     pub fn spawn_raft_probe(self: &Arc<Self>, live: Arc<Live>) {
         let engine = self.clone();
+        let peers: Vec<(String, u16)> = self
+            .config
+            .cluster
+            .peers
+            .iter()
+            .filter(|p| p.id != self.config.node.id)
+            .map(|p| (p.host.clone(), self.config.cluster.ports_of(p.id).1))
+            .collect();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let shared = engine.scx.extends.shared().await;
                 if let Ok(status) = shared.health_status().await {
                     live.raft_leader.store(status.leader_id.unwrap_or(0), Ordering::Relaxed);
                 }
-                if let Ok(Ok(health)) = tokio::time::timeout(Duration::from_secs(5), shared.check_health()).await {
-                    let up = health.nodes.iter().filter(|n| n.running).count() as u64;
-                    live.raft_peers_up.store(up, Ordering::Relaxed);
+                let mut up = 1;
+                for (host, port) in &peers {
+                    let probe = tokio::net::TcpStream::connect((host.as_str(), *port));
+                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), probe).await {
+                        up += 1;
+                    }
                 }
+                live.raft_peers_up.store(up, Ordering::Relaxed);
             }
         });
     }
