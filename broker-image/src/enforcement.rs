@@ -114,7 +114,12 @@ impl Handler for Enforcer {
             Parameter::ClientSubscribeCheckAcl(session, sub) => {
                 let subject = self.subject_of(session);
                 let qos = sub.opts.qos();
-                if self.live.policy().0.allow_subscribe(subject, &sub.topic_filter, qos_value(qos)) {
+                // The engine strips `$share/<group>/` into `opts`; strip defensively too so a
+                // shared filter is always judged by the filter it matches with.
+                // An unparsable filter is denied.
+                let allowed = contract::topic::parse_filter(&sub.topic_filter)
+                    .is_ok_and(|f| self.live.policy().0.allow_subscribe(subject, f.filter, qos_value(qos)));
+                if allowed {
                     (true, Some(HookResult::SubscribeAclResult(SubscribeAclResult::new_success(qos, None))))
                 } else {
                     Counters::inc(&self.live.counters.acl_denies_subscribe);

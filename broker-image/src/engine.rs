@@ -117,6 +117,8 @@ impl Engine {
             builder = builder.plugins_config_map_add(PLUGIN_RETAINER, "max_retained_messages = 0\n");
         }
         let scx = builder.build().await;
+        *scx.extends.shared_subscription_mut().await =
+            Box::new(crate::shared_subscription::RoundRobin::default());
 
         if clustered {
             let (_, grpc_port) = config.cluster.ports_of(config.node.id);

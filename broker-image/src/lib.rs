@@ -13,3 +13,4 @@ pub mod live;
 pub mod metrics;
 pub mod reload;
 pub mod run;
+pub mod shared_subscription;
