@@ -7,13 +7,10 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 # Debian packages the tests use. Keep this list the one place they are named.
 packages=(
   openssl            # independent verification of our PKI
-<<<<<<< HEAD
   prometheus         # promtool: checks and unit-tests the generated alert rules
-=======
   protobuf-compiler  # protoc: building the rmqtt engine (raft cluster protos)
   mosquitto-clients  # mosquitto_pub/sub: independent MQTT client in broker tests
   mosquitto          # the anchor broker in the broker benchmark
->>>>>>> ba317b6 (broker: 3-node cluster test (cross-node QoS 0/1/2, 100 ACL reloads measured, failover with zero loss, rejoin); deps protoc/mosquitto; reserve gRPC port 5364)
 )
 
 missing=()
