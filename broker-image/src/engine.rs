@@ -252,7 +252,8 @@ impl Engine {
 
     /// Swaps the client trust bundle without dropping connections: new TLS listeners are bound
     /// on the same ports (SO_REUSEPORT) with the new bundle, then the old accept loops stop.
-    /// Established connections are separate tasks and are not touched.
+    /// Established connections are separate tasks and are not touched. A connection that sits
+    /// in the old socket's accept queue at the instant it closes is reset (the client retries).
     pub async fn reload_trust(&self, clients_ca_pem: &str) -> Result<(), EngineError> {
         let fresh = self.tls_listeners(clients_ca_pem)?;
         let mut servers = self.tls_servers.lock().await;
@@ -262,6 +263,9 @@ impl Engine {
         }
         for (_, handle) in old {
             handle.abort();
+            // Wait until the old accept loop is gone (its socket closed), so that once this
+            // returns every new connection uses the new bundle.
+            let _ = handle.await;
         }
         Ok(())
     }

@@ -26,10 +26,8 @@ pub struct HttpState {
     pub reloader: Arc<Reloader>,
     /// The bearer token (secret).
     pub token: String,
-    /// limits.maxConnections for `mqtt_connections_max`.
-    pub max_connections: u32,
-    /// This node's raft id.
-    pub node_id: u64,
+    /// The node configuration (limits, node id, peers) for metrics.
+    pub config: contract::config::BrokerConfig,
 }
 
 /// Binds the endpoint; the returned future serves until the process ends.
@@ -86,7 +84,7 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
 
 async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     let sample = crate::metrics::sample(&s.engine.scx).await;
-    let text = crate::metrics::render(&s.live, &sample, s.max_connections, s.node_id);
+    let text = crate::metrics::render(&s.live, &sample, &s.config);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -3,6 +3,8 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
+use contract::config::BrokerConfig;
+use contract::metrics::{broker as b, Metric};
 use rmqtt::context::ServerContext;
 
 use crate::live::Live;
@@ -50,50 +52,64 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
 }
 
+/// A metric from the shared list (`contract::metrics::broker`), without labels.
+fn shared(out: &mut String, m: &Metric, value: impl std::fmt::Display) {
+    metric(out, m.name, m.kind, m.help, value);
+}
+
 /// Escapes a label value for the text format.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-/// Renders every metric.
-pub fn render(live: &Live, engine: &EngineSample, max_connections: u32, node_id: u64) -> String {
+/// Renders every metric. Names shared with the alert rules and dashboard come from
+/// `contract::metrics::broker`; the extra ones are broker-specific detail.
+pub fn render(live: &Live, engine: &EngineSample, config: &BrokerConfig) -> String {
     let c = &live.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
-    metric(&mut out, "mqtt_connections", "gauge", "Client connections on this node.", engine.connections);
-    metric(&mut out, "mqtt_connections_max", "gauge", "Connection capacity of this node (limits.maxConnections).", max_connections);
-    metric(&mut out, "mqtt_sessions", "gauge", "Sessions on this node, online and offline.", engine.sessions);
-    metric(&mut out, "mqtt_messages_in_total", "counter", "PUBLISH packets received from clients.", engine.messages_in);
-    metric(&mut out, "mqtt_messages_out_total", "counter", "Messages delivered to subscribers.", engine.messages_out);
-    metric(&mut out, "mqtt_messages_dropped_total", "counter", "Messages dropped by the engine.", engine.messages_dropped);
-    metric(&mut out, "mqtt_auth_failures_total", "counter", "CONNECTs refused (identity, revocation, will ACL).", load(&c.auth_failures));
-    metric(&mut out, "mqtt_auth_failures_revoked_total", "counter", "CONNECTs refused because the certificate serial is revoked.", load(&c.auth_failures_revoked));
-    let _ = writeln!(
-        out,
-        "# HELP mqtt_acl_denies_total Operations refused by the ACL.\n# TYPE mqtt_acl_denies_total counter\n\
-         mqtt_acl_denies_total{{action=\"publish\"}} {}\nmqtt_acl_denies_total{{action=\"subscribe\"}} {}\n\
-         mqtt_acl_denies_total{{action=\"will\"}} {}",
-        load(&c.acl_denies_publish),
-        load(&c.acl_denies_subscribe),
-        load(&c.acl_denies_will)
-    );
-    metric(&mut out, "mqtt_inflight", "gauge", "Outbound QoS 1/2 messages awaiting acknowledgement.", engine.inflight);
-    metric(&mut out, "mqtt_queued", "gauge", "Messages queued for slow or offline clients.", engine.queued);
-    metric(&mut out, "mqtt_retained_messages", "gauge", "Retained messages stored.", engine.retained);
-    metric(&mut out, "mqtt_subscriptions", "gauge", "Subscriptions on this node.", engine.subscriptions);
+    shared(&mut out, &b::CONNECTIONS, engine.connections);
+    shared(&mut out, &b::CONNECTIONS_MAX, config.limits.max_connections);
+    shared(&mut out, &b::MESSAGES_RECEIVED, engine.messages_in);
+    shared(&mut out, &b::MESSAGES_SENT, engine.messages_out);
+    shared(&mut out, &b::MESSAGES_DROPPED, engine.messages_dropped);
+    shared(&mut out, &b::AUTH_FAILURES, load(&c.auth_failures));
+    let denies = load(&c.acl_denies_publish) + load(&c.acl_denies_subscribe) + load(&c.acl_denies_will);
+    shared(&mut out, &b::ACL_DENIES, denies);
+    shared(&mut out, &b::INFLIGHT, engine.inflight);
+    shared(&mut out, &b::QUEUED, engine.queued);
+    shared(&mut out, &b::RETAINED, engine.retained);
+    shared(&mut out, &b::SUBSCRIPTIONS, engine.subscriptions);
     let leader = load(&live.raft_leader);
-    metric(&mut out, "mqtt_raft_leader_id", "gauge", "Raft leader id as seen by this node (0 = none).", leader);
-    metric(&mut out, "mqtt_raft_leader", "gauge", "1 if this node is the raft leader.", u8::from(leader == node_id));
-    metric(&mut out, "mqtt_raft_peers_up", "gauge", "Raft voters reporting healthy, this node included.", load(&live.raft_peers_up));
-    metric(&mut out, "mqtt_raft_joined", "gauge", "1 once this node joined the raft cluster.", u8::from(live.cluster_joined.load(Ordering::Relaxed)));
+    shared(&mut out, &b::RAFT_LEADER, u8::from(leader == config.node.id));
+    shared(&mut out, &b::RAFT_PEERS_UP, load(&live.raft_peers_up));
+    shared(&mut out, &b::RAFT_PEERS, config.cluster.peers.len());
+    // mqtt_raft_term is not exported: rmqtt 0.24 keeps the raft status private to its plugin.
     let policy = live.policy();
     let revoked = live.revoked();
     let trust = live.trust();
     let _ = writeln!(
         out,
-        "# HELP mqtt_acl_revision The ACL rule set revision in force (value is always 1).\n# TYPE mqtt_acl_revision gauge\nmqtt_acl_revision{{revision=\"{}\"}} 1",
-        label(policy.0.revision())
+        "# HELP {n} {h}\n# TYPE {n} gauge\n{n}{{revision=\"{r}\"}} 1",
+        n = b::ACL_REVISION.name,
+        h = b::ACL_REVISION.help,
+        r = label(policy.0.revision())
     );
+    shared(&mut out, &b::REVOKED_SET_SIZE, revoked.serials.len());
+
+    metric(&mut out, "mqtt_sessions", "gauge", "Sessions on this node, online and offline.", engine.sessions);
+    metric(&mut out, "mqtt_auth_failures_revoked_total", "counter", "CONNECTs refused because the certificate serial is revoked.", load(&c.auth_failures_revoked));
+    let _ = writeln!(
+        out,
+        "# HELP mqtt_acl_denies_by_action_total ACL denies by action.\n# TYPE mqtt_acl_denies_by_action_total counter\n\
+         mqtt_acl_denies_by_action_total{{action=\"publish\"}} {}\nmqtt_acl_denies_by_action_total{{action=\"subscribe\"}} {}\n\
+         mqtt_acl_denies_by_action_total{{action=\"will\"}} {}",
+        load(&c.acl_denies_publish),
+        load(&c.acl_denies_subscribe),
+        load(&c.acl_denies_will)
+    );
+    metric(&mut out, "mqtt_raft_leader_id", "gauge", "Raft leader id as seen by this node (0 = none).", leader);
+    metric(&mut out, "mqtt_raft_joined", "gauge", "1 once this node joined the raft cluster.", u8::from(live.cluster_joined.load(Ordering::Relaxed)));
     let _ = writeln!(
         out,
         "# HELP mqtt_revoked_set_revision The revoked set revision in force (value is always 1).\n# TYPE mqtt_revoked_set_revision gauge\nmqtt_revoked_set_revision{{revision=\"{}\"}} 1",
@@ -104,7 +120,6 @@ pub fn render(live: &Live, engine: &EngineSample, max_connections: u32, node_id:
         "# HELP mqtt_trust_bundle_revision The client trust bundle revision in force (value is always 1).\n# TYPE mqtt_trust_bundle_revision gauge\nmqtt_trust_bundle_revision{{revision=\"{}\"}} 1",
         label(&trust.revision)
     );
-    metric(&mut out, "mqtt_revoked_set_size", "gauge", "Serials in the revoked set.", revoked.serials.len());
     metric(&mut out, "mqtt_revocation_disconnects_total", "counter", "Live sessions disconnected after their serial was revoked.", load(&c.revocation_disconnects));
     metric(&mut out, "mqtt_config_reloads_total", "counter", "Hot reloads applied.", load(&c.reloads));
     metric(&mut out, "mqtt_config_reload_errors_total", "counter", "Hot reloads rejected (invalid content).", load(&c.reload_errors));
@@ -117,29 +132,24 @@ mod tests {
     use crate::live::{trust_state, RevokedIndex};
 
     #[test]
-    fn renders_stable_names_and_escapes_labels() {
-        let policy = crate::access::parse_policy(
-            br#"{"revision":"r\"1","defaultAction":"deny","rules":[]}"#,
-        )
-        .unwrap();
+    fn renders_every_shared_name_but_raft_term() {
+        let policy = crate::access::parse_policy(br#"{"revision":"r\"1","defaultAction":"deny","rules":[]}"#).unwrap();
         let live = Live::new(policy, RevokedIndex::default(), trust_state("x"));
-        let text = render(&live, &EngineSample { connections: 3, ..Default::default() }, 100, 1);
-        for name in [
-            "mqtt_connections 3",
-            "mqtt_connections_max 100",
-            "mqtt_messages_in_total 0",
-            "mqtt_messages_dropped_total 0",
-            "mqtt_auth_failures_total 0",
-            "mqtt_acl_denies_total{action=\"publish\"} 0",
-            "mqtt_inflight 0",
-            "mqtt_queued 0",
-            "mqtt_retained_messages 0",
-            "mqtt_subscriptions 0",
-            "mqtt_raft_peers_up 0",
-            "mqtt_acl_revision{revision=\"r\\\"1\"} 1",
-            "mqtt_revoked_set_size 0",
-        ] {
-            assert!(text.contains(name), "missing {name} in\n{text}");
+        let config: BrokerConfig = serde_json::from_value(serde_json::json!({
+            "version": contract::config::CONFIG_VERSION, "clusterName": "c", "node": {"id": 1},
+            "listeners": {"bind": "127.0.0.1", "mqtts": {"port": 8883}},
+            "cluster": {"raftPort": 5363, "grpcPort": 5364, "peers": [{"id": 1, "host": "h"}]},
+            "http": {"port": 9090},
+            "limits": {"maxConnections": 100, "maxInflight": 1, "maxQueuedMessages": 1, "maxPacketSize": 1,
+                       "sessionExpirySecs": 1, "messageExpirySecs": 1, "maxTopicLevels": 1, "retainAvailable": true}
+        }))
+        .unwrap();
+        let text = render(&live, &EngineSample { connections: 3, ..Default::default() }, &config);
+        assert!(text.contains("mqtt_connections 3\n"));
+        assert!(text.contains("mqtt_connections_max 100\n"));
+        assert!(text.contains("mqtt_acl_revision{revision=\"r\\\"1\"} 1"), "{text}");
+        for m in b::ALL.iter().filter(|m| m.name != b::RAFT_TERM.name && !m.name.starts_with("mqtt_bridge_")) {
+            assert!(text.contains(&format!("# TYPE {} {}\n", m.name, m.kind)), "missing {} in\n{text}", m.name);
         }
     }
 }

@@ -72,8 +72,7 @@ pub async fn run(config_dir: PathBuf, runtime_dir: PathBuf) -> Result<(), StartE
         engine,
         reloader,
         token: dir.push_token.clone(),
-        max_connections: config.limits.max_connections,
-        node_id: config.node.id,
+        config: config.clone(),
     });
     early_task.abort();
     let _ = early_task.await;

@@ -92,4 +92,32 @@ async fn mtls_identity_and_revocation() {
     assert_eq!(code, 400);
     let (_, ready) = cluster.get(0, "/readyz");
     assert!(ready.contains("\"revokedRevision\":\"rev-2\""), "{ready}");
+
+    // File-based reload: rewriting acl.json lets dev-b use devices/shared/#.
+    let mut shared_acl: serde_json::Value = serde_json::from_slice(&acl_own_topics()).unwrap();
+    shared_acl["revision"] = "file-1".into();
+    shared_acl["rules"].as_array_mut().unwrap().push(serde_json::json!(
+        {"subjects": ["dev-b"], "effect": "allow", "actions": ["subscribe"], "topics": ["devices/shared/#"]}
+    ));
+    assert_eq!(b.subscribe("devices/shared/x", QoS::AtMostOnce).await, 0x80);
+    cluster.write_file(0, "acl.json", &serde_json::to_vec(&shared_acl).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.subscribe("devices/shared/x", QoS::AtMostOnce).await != 0 {
+        assert!(Instant::now() < deadline, "acl.json change not applied within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Trust bundle reload: a new clients CA is pushed; its devices connect, the old CA's new
+    // connections are refused, the established dev-b connection stays up.
+    let new_ca = Ca::new("clients-ca-2");
+    let (code, body) = cluster.push(0, "/v1/trust", new_ca.cert_pem.as_bytes());
+    assert_eq!(code, 200, "{body}");
+    let dev_c = new_ca.device("dev-c");
+    connect(ConnectOpts::new(node.mqtts, "c-1", &ca, Some(&dev_c))).await.expect("device of the new CA connects");
+    let old = clients.device("dev-b");
+    let err = connect(ConnectOpts::new(node.mqtts, "b-2", &ca, Some(&old))).await.err().expect("old CA refused");
+    assert!(err.contains("UnknownCA") || err.contains("BadCertificate"), "{err}");
+    assert_eq!(b.subscribe("devices/dev-b/still", QoS::AtMostOnce).await, 0, "established connection survived");
+    let (_, ready) = cluster.get(0, "/readyz");
+    assert!(ready.contains("\"aclRevision\":\"file-1\""), "{ready}");
 }
