@@ -70,7 +70,11 @@ impl AccessPolicy for RuleSet {
 
     fn allow_publish(&self, subject: Subject<'_>, topic: &str, qos: u8, retain: bool) -> bool {
         let mut allowed = false;
-        for rule in self.rules.iter().filter(|r| r.applies(subject, Action::Publish, qos, Some(retain))) {
+        for rule in self
+            .rules
+            .iter()
+            .filter(|r| r.applies(subject, Action::Publish, qos, Some(retain)))
+        {
             if rule.topics.iter().any(|t| filter_matches(t, topic)) {
                 match rule.effect {
                     Effect::Deny => return false,
@@ -83,10 +87,18 @@ impl AccessPolicy for RuleSet {
 
     fn allow_subscribe(&self, subject: Subject<'_>, filter: &str, qos: u8) -> bool {
         let mut allowed = false;
-        for rule in self.rules.iter().filter(|r| r.applies(subject, Action::Subscribe, qos, None)) {
+        for rule in self
+            .rules
+            .iter()
+            .filter(|r| r.applies(subject, Action::Subscribe, qos, None))
+        {
             match rule.effect {
                 Effect::Deny => {
-                    if rule.topics.iter().any(|t| filter_covers(t, filter) || filter_covers(filter, t)) {
+                    if rule
+                        .topics
+                        .iter()
+                        .any(|t| filter_covers(t, filter) || filter_covers(filter, t))
+                    {
                         return false;
                     }
                 }

@@ -18,7 +18,10 @@ use crate::reload::{Part, Reloader};
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Reads every file the contract names; absent files are simply not in the map (the loader
@@ -38,24 +41,36 @@ pub fn read(dir: &Path) -> Result<DirectoryFiles, DirectoryError> {
     Ok(out)
 }
 
-const WATCHED: [(&str, Part); 3] =
-    [(files::ACL, Part::Acl), (files::REVOKED, Part::Revoked), (files::CLIENTS_CA, Part::Trust)];
+const WATCHED: [(&str, Part); 3] = [
+    (files::ACL, Part::Acl),
+    (files::REVOKED, Part::Revoked),
+    (files::CLIENTS_CA, Part::Trust),
+];
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
 /// Polls the hot-reloadable files every `interval` and applies changed ones.
-pub fn spawn_watcher(dir: PathBuf, initial: &DirectoryFiles, interval: Duration, reloader: Arc<Reloader>) {
-    let mut seen: HashMap<&'static str, [u8; 32]> =
-        WATCHED.iter().filter_map(|(name, _)| initial.get(*name).map(|b| (*name, digest(b)))).collect();
+pub fn spawn_watcher(
+    dir: PathBuf,
+    initial: &DirectoryFiles,
+    interval: Duration,
+    reloader: Arc<Reloader>,
+) {
+    let mut seen: HashMap<&'static str, [u8; 32]> = WATCHED
+        .iter()
+        .filter_map(|(name, _)| initial.get(*name).map(|b| (*name, digest(b))))
+        .collect();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             for (name, part) in WATCHED {
-                let Ok(bytes) = tokio::fs::read(dir.join(name)).await else { continue };
+                let Ok(bytes) = tokio::fs::read(dir.join(name)).await else {
+                    continue;
+                };
                 let hash = digest(&bytes);
                 if seen.get(name) == Some(&hash) {
                     continue;

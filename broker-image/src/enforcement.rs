@@ -35,12 +35,20 @@ pub struct Enforcer {
 impl Enforcer {
     /// A handler over the shared live state.
     pub fn new(live: Arc<Live>, plain_listener: Option<ListenerId>, allow_anonymous: bool) -> Self {
-        Self { live, plain_listener, allow_anonymous }
+        Self {
+            live,
+            plain_listener,
+            allow_anonymous,
+        }
     }
 
     fn refuse(&self, why: &str, ci: &ConnectInfo) -> AuthResult {
         Counters::inc(&self.live.counters.auth_failures);
-        log::info!("refused CONNECT from {:?} client_id {:?}: {why}", ci.id().remote_addr, ci.client_id());
+        log::info!(
+            "refused CONNECT from {:?} client_id {:?}: {why}",
+            ci.id().remote_addr,
+            ci.client_id()
+        );
         AuthResult::NotAuthorized
     }
 
@@ -61,7 +69,10 @@ impl Enforcer {
             if ci.username().map(|u| u.as_ref()) != Some(cn) {
                 return self.refuse("username does not match certificate CN", ci);
             }
-            let serial = cert.serial.as_deref().and_then(contract::config::normalize_serial);
+            let serial = cert
+                .serial
+                .as_deref()
+                .and_then(contract::config::normalize_serial);
             match serial {
                 None => return self.refuse("client certificate has no serial", ci),
                 Some(serial) if self.live.revoked().serials.contains(&serial) => {
@@ -81,7 +92,12 @@ impl Enforcer {
             // A 3.1.1 will topic may carry `?k=v` user properties (an rmqtt extension); the ACL
             // applies to the topic part.
             let topic = topic.split('?').next().unwrap_or_default();
-            if !self.live.policy().0.allow_publish(subject, topic, qos.value(), retain) {
+            if !self
+                .live
+                .policy()
+                .0
+                .allow_publish(subject, topic, qos.value(), retain)
+            {
                 Counters::inc(&self.live.counters.acl_denies_will);
                 return self.refuse("will message not allowed by the ACL", ci);
             }
@@ -117,17 +133,26 @@ impl Handler for Enforcer {
                 // The engine strips `$share/<group>/` into `opts`; strip defensively too so a
                 // shared filter is always judged by the filter it matches with.
                 // An unparsable filter is denied.
-                let allowed = contract::topic::parse_filter(&sub.topic_filter)
-                    .is_ok_and(|f| self.live.policy().0.allow_subscribe(subject, f.filter, qos_value(qos)));
+                let allowed = contract::topic::parse_filter(&sub.topic_filter).is_ok_and(|f| {
+                    self.live
+                        .policy()
+                        .0
+                        .allow_subscribe(subject, f.filter, qos_value(qos))
+                });
                 if allowed {
-                    (true, Some(HookResult::SubscribeAclResult(SubscribeAclResult::new_success(qos, None))))
+                    (
+                        true,
+                        Some(HookResult::SubscribeAclResult(
+                            SubscribeAclResult::new_success(qos, None),
+                        )),
+                    )
                 } else {
                     Counters::inc(&self.live.counters.acl_denies_subscribe);
                     (
                         false,
-                        Some(HookResult::SubscribeAclResult(SubscribeAclResult::new_failure(
-                            SubscribeAckReason::NotAuthorized,
-                        ))),
+                        Some(HookResult::SubscribeAclResult(
+                            SubscribeAclResult::new_failure(SubscribeAckReason::NotAuthorized),
+                        )),
                     )
                 }
             }
@@ -140,10 +165,18 @@ impl Handler for Enforcer {
                     publish.retain,
                 );
                 if allowed {
-                    (true, Some(HookResult::PublishAclResult(PublishAclResult::allow())))
+                    (
+                        true,
+                        Some(HookResult::PublishAclResult(PublishAclResult::allow())),
+                    )
                 } else {
                     Counters::inc(&self.live.counters.acl_denies_publish);
-                    (false, Some(HookResult::PublishAclResult(PublishAclResult::rejected(false, None))))
+                    (
+                        false,
+                        Some(HookResult::PublishAclResult(PublishAclResult::rejected(
+                            false, None,
+                        ))),
+                    )
                 }
             }
             _ => (true, acc),

@@ -35,11 +35,21 @@ pub enum EngineError {
     #[error("invalid bind address {0:?}")]
     Bind(String),
     #[error("starting plugin {plugin}: {source}")]
-    Plugin { plugin: &'static str, source: anyhow::Error },
+    Plugin {
+        plugin: &'static str,
+        source: anyhow::Error,
+    },
     #[error("binding listener {name} on {addr}: {source}")]
-    Listener { name: &'static str, addr: SocketAddr, source: anyhow::Error },
+    Listener {
+        name: &'static str,
+        addr: SocketAddr,
+        source: anyhow::Error,
+    },
     #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The running engine: what reloads need to reach.
@@ -72,7 +82,13 @@ pub fn cluster_plugin_toml(config: &BrokerConfig) -> String {
     // The lowest id bootstraps the cluster when no leader exists yet; every other node (and
     // that one after a restart) joins the existing leader. This avoids split brain when all
     // pods start at once.
-    let bootstrap = config.cluster.peers.iter().map(|p| p.id).min().unwrap_or(config.node.id);
+    let bootstrap = config
+        .cluster
+        .peers
+        .iter()
+        .map(|p| p.id)
+        .min()
+        .unwrap_or(config.node.id);
     format!(
         "node_grpc_addrs = [{grpc}]\n\
          raft_peer_addrs = [{raft}]\n\
@@ -91,7 +107,11 @@ pub fn cluster_plugin_toml(config: &BrokerConfig) -> String {
 }
 
 fn bind_ip(config: &BrokerConfig) -> Result<IpAddr, EngineError> {
-    config.listeners.bind.parse().map_err(|_| EngineError::Bind(config.listeners.bind.clone()))
+    config
+        .listeners
+        .bind
+        .parse()
+        .map_err(|_| EngineError::Bind(config.listeners.bind.clone()))
 }
 
 impl Engine {
@@ -114,7 +134,8 @@ impl Engine {
             builder = builder.plugins_config_map_add(PLUGIN_CLUSTER, cluster_plugin_toml(&config));
         }
         if config.limits.retain_available {
-            builder = builder.plugins_config_map_add(PLUGIN_RETAINER, "max_retained_messages = 0\n");
+            builder =
+                builder.plugins_config_map_add(PLUGIN_RETAINER, "max_retained_messages = 0\n");
         }
         let scx = builder.build().await;
         *scx.extends.shared_subscription_mut().await =
@@ -122,7 +143,8 @@ impl Engine {
 
         if clustered {
             let (_, grpc_port) = config.cluster.ports_of(config.node.id);
-            scx.node.start_grpc_server(scx.clone(), SocketAddr::new(ip, grpc_port), true, false);
+            scx.node
+                .start_grpc_server(scx.clone(), SocketAddr::new(ip, grpc_port), true, false);
         }
 
         let enforcer = || {
@@ -133,7 +155,11 @@ impl Engine {
             ))
         };
         let register = scx.extends.hook_mgr().register();
-        for typ in [Type::ClientAuthenticate, Type::ClientSubscribeCheckAcl, Type::MessagePublishCheckAcl] {
+        for typ in [
+            Type::ClientAuthenticate,
+            Type::ClientSubscribeCheckAcl,
+            Type::MessagePublishCheckAcl,
+        ] {
             // Highest priority: our decision is final.
             register.add_priority(typ, u32::MAX, enforcer()).await;
         }
@@ -142,12 +168,18 @@ impl Engine {
         if config.limits.retain_available {
             rmqtt_retainer::register_named(&scx, PLUGIN_RETAINER, true, false)
                 .await
-                .map_err(|source| EngineError::Plugin { plugin: PLUGIN_RETAINER, source })?;
+                .map_err(|source| EngineError::Plugin {
+                    plugin: PLUGIN_RETAINER,
+                    source,
+                })?;
         }
         if clustered {
             rmqtt_cluster_raft::register_named(&scx, PLUGIN_CLUSTER, true, true)
                 .await
-                .map_err(|source| EngineError::Plugin { plugin: PLUGIN_CLUSTER, source })?;
+                .map_err(|source| EngineError::Plugin {
+                    plugin: PLUGIN_CLUSTER,
+                    source,
+                })?;
         }
         live.cluster_joined.store(true, Ordering::Release);
 
@@ -205,14 +237,25 @@ impl Engine {
     /// Writes a trust bundle to the runtime directory (the engine reads CA files by path).
     fn write_trust_file(&self, pem: &str) -> Result<PathBuf, EngineError> {
         let generation = self.trust_generation.fetch_add(1, Ordering::Relaxed);
-        let path = self.runtime_dir.join(format!("clients-ca-{generation}.pem"));
-        std::fs::write(&path, pem).map_err(|source| EngineError::Write { path: path.clone(), source })?;
+        let path = self
+            .runtime_dir
+            .join(format!("clients-ca-{generation}.pem"));
+        std::fs::write(&path, pem).map_err(|source| EngineError::Write {
+            path: path.clone(),
+            source,
+        })?;
         Ok(path)
     }
 
-    fn tls_listeners(&self, clients_ca_pem: &str) -> Result<Vec<(ListenerId, Listener)>, EngineError> {
+    fn tls_listeners(
+        &self,
+        clients_ca_pem: &str,
+    ) -> Result<Vec<(ListenerId, Listener)>, EngineError> {
         let ca = self.write_trust_file(clients_ca_pem)?;
-        let mut out = vec![(LID_MQTTS, self.tls_listener("mqtts", self.config.listeners.mqtts.port, &ca, false)?)];
+        let mut out = vec![(
+            LID_MQTTS,
+            self.tls_listener("mqtts", self.config.listeners.mqtts.port, &ca, false)?,
+        )];
         if let Some(wss) = self.config.listeners.wss {
             out.push((LID_WSS, self.tls_listener("wss", wss.port, &ca, true)?));
         }
@@ -221,7 +264,9 @@ impl Engine {
 
     fn spawn_server(&self, lid: ListenerId, listener: Listener) -> JoinHandle<()> {
         self.scx.listen_cfgs.remove(&lid);
-        let server = MqttServer::new(self.scx.clone()).listener_by_id(listener, lid).build();
+        let server = MqttServer::new(self.scx.clone())
+            .listener_by_id(listener, lid)
+            .build();
         tokio::spawn(async move {
             if let Err(e) = server.run().await {
                 log::error!("listener {lid} stopped: {e}");
@@ -230,7 +275,11 @@ impl Engine {
     }
 
     /// Binds and starts every client listener.
-    pub async fn start_listeners(&self, clients_ca_pem: &str, live: &Live) -> Result<(), EngineError> {
+    pub async fn start_listeners(
+        &self,
+        clients_ca_pem: &str,
+        live: &Live,
+    ) -> Result<(), EngineError> {
         let tls = self.tls_listeners(clients_ca_pem)?;
         let mut servers = self.tls_servers.lock().await;
         for (lid, listener) in tls {
@@ -239,10 +288,15 @@ impl Engine {
         if let Some(plain) = self.config.listeners.mqtt {
             let builder = self.listener_builder("mqtt", plain.port)?;
             let addr = builder.laddr;
-            let listener = builder
-                .bind()
-                .and_then(|l| l.tcp())
-                .map_err(|source| EngineError::Listener { name: "mqtt", addr, source })?;
+            let listener =
+                builder
+                    .bind()
+                    .and_then(|l| l.tcp())
+                    .map_err(|source| EngineError::Listener {
+                        name: "mqtt",
+                        addr,
+                        source,
+                    })?;
             // The plain listener never changes; its task runs for the life of the process.
             drop(self.spawn_server(LID_MQTT, listener));
         }
@@ -272,16 +326,27 @@ impl Engine {
 
     /// Disconnects every local session whose certificate serial is in `serials` (canonical).
     /// Returns how many were disconnected.
-    pub async fn disconnect_serials(&self, serials: &std::collections::HashSet<String>, live: &Live) -> usize {
+    pub async fn disconnect_serials(
+        &self,
+        serials: &std::collections::HashSet<String>,
+        live: &Live,
+    ) -> usize {
         if serials.is_empty() {
             return 0;
         }
         let shared = self.scx.extends.shared().await;
         let mut victims = Vec::new();
         for entry in shared.iter() {
-            let Some(session) = entry.session() else { continue };
-            let Ok(ci) = session.connect_info().await else { continue };
-            let serial = ci.cert().and_then(|c| c.serial.as_deref()).and_then(contract::config::normalize_serial);
+            let Some(session) = entry.session() else {
+                continue;
+            };
+            let Ok(ci) = session.connect_info().await else {
+                continue;
+            };
+            let serial = ci
+                .cert()
+                .and_then(|c| c.serial.as_deref())
+                .and_then(contract::config::normalize_serial);
             if serial.is_some_and(|s| serials.contains(&s)) {
                 victims.push(session.id.clone());
             }
@@ -320,12 +385,14 @@ impl Engine {
                 tick.tick().await;
                 let shared = engine.scx.extends.shared().await;
                 if let Ok(status) = shared.health_status().await {
-                    live.raft_leader.store(status.leader_id.unwrap_or(0), Ordering::Relaxed);
+                    live.raft_leader
+                        .store(status.leader_id.unwrap_or(0), Ordering::Relaxed);
                 }
                 let mut up = 1;
                 for (host, port) in &peers {
                     let probe = tokio::net::TcpStream::connect((host.as_str(), *port));
-                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), probe).await {
+                    if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), probe).await
+                    {
                         up += 1;
                     }
                 }

@@ -78,7 +78,11 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
         "revokedRevision": live.revoked().revision,
         "trustRevision": live.trust().revision,
     });
-    let code = if live.ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if live.ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
@@ -103,11 +107,19 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
 
 async fn push(s: &HttpState, headers: &HeaderMap, part: Part, body: &[u8]) -> Response {
     if !authorized(headers, &s.token) {
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error": "missing or wrong bearer token"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "missing or wrong bearer token"})),
+        )
+            .into_response();
     }
     match s.reloader.apply(part, body).await {
         Ok(revision) => (StatusCode::OK, Json(json!({"revision": revision}))).into_response(),
-        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 
@@ -115,7 +127,11 @@ async fn push_acl(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Byt
     push(&s, &headers, Part::Acl, &body).await
 }
 
-async fn push_revoked(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn push_revoked(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     push(&s, &headers, Part::Revoked, &body).await
 }
 

@@ -27,10 +27,13 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime_dir = args
-        .runtime_dir
-        .unwrap_or_else(|| std::env::temp_dir().join(format!("mqtt-broker-{}", std::process::id())));
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime_dir = args.runtime_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("mqtt-broker-{}", std::process::id()))
+    });
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mqtt-broker: cannot start the async runtime: {e}");

@@ -49,7 +49,10 @@ pub async fn sample(scx: &ServerContext) -> EngineSample {
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+    );
 }
 
 /// A metric from the shared list (`contract::metrics::broker`), without labels.
@@ -59,7 +62,9 @@ fn shared(out: &mut String, m: &Metric, value: impl std::fmt::Display) {
 
 /// Escapes a label value for the text format.
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Renders every metric. Names shared with the alert rules and dashboard come from
@@ -74,14 +79,19 @@ pub fn render(live: &Live, engine: &EngineSample, config: &BrokerConfig) -> Stri
     shared(&mut out, &b::MESSAGES_SENT, engine.messages_out);
     shared(&mut out, &b::MESSAGES_DROPPED, engine.messages_dropped);
     shared(&mut out, &b::AUTH_FAILURES, load(&c.auth_failures));
-    let denies = load(&c.acl_denies_publish) + load(&c.acl_denies_subscribe) + load(&c.acl_denies_will);
+    let denies =
+        load(&c.acl_denies_publish) + load(&c.acl_denies_subscribe) + load(&c.acl_denies_will);
     shared(&mut out, &b::ACL_DENIES, denies);
     shared(&mut out, &b::INFLIGHT, engine.inflight);
     shared(&mut out, &b::QUEUED, engine.queued);
     shared(&mut out, &b::RETAINED, engine.retained);
     shared(&mut out, &b::SUBSCRIPTIONS, engine.subscriptions);
     let leader = load(&live.raft_leader);
-    shared(&mut out, &b::RAFT_LEADER, u8::from(leader == config.node.id));
+    shared(
+        &mut out,
+        &b::RAFT_LEADER,
+        u8::from(leader == config.node.id),
+    );
     shared(&mut out, &b::RAFT_PEERS_UP, load(&live.raft_peers_up));
     shared(&mut out, &b::RAFT_PEERS, config.cluster.peers.len());
     // mqtt_raft_term is not exported: rmqtt 0.24 keeps the raft status private to its plugin.
@@ -97,8 +107,20 @@ pub fn render(live: &Live, engine: &EngineSample, config: &BrokerConfig) -> Stri
     );
     shared(&mut out, &b::REVOKED_SET_SIZE, revoked.serials.len());
 
-    metric(&mut out, "mqtt_sessions", "gauge", "Sessions on this node, online and offline.", engine.sessions);
-    metric(&mut out, "mqtt_auth_failures_revoked_total", "counter", "CONNECTs refused because the certificate serial is revoked.", load(&c.auth_failures_revoked));
+    metric(
+        &mut out,
+        "mqtt_sessions",
+        "gauge",
+        "Sessions on this node, online and offline.",
+        engine.sessions,
+    );
+    metric(
+        &mut out,
+        "mqtt_auth_failures_revoked_total",
+        "counter",
+        "CONNECTs refused because the certificate serial is revoked.",
+        load(&c.auth_failures_revoked),
+    );
     let _ = writeln!(
         out,
         "# HELP mqtt_acl_denies_by_action_total ACL denies by action.\n# TYPE mqtt_acl_denies_by_action_total counter\n\
@@ -108,8 +130,20 @@ pub fn render(live: &Live, engine: &EngineSample, config: &BrokerConfig) -> Stri
         load(&c.acl_denies_subscribe),
         load(&c.acl_denies_will)
     );
-    metric(&mut out, "mqtt_raft_leader_id", "gauge", "Raft leader id as seen by this node (0 = none).", leader);
-    metric(&mut out, "mqtt_raft_joined", "gauge", "1 once this node joined the raft cluster.", u8::from(live.cluster_joined.load(Ordering::Relaxed)));
+    metric(
+        &mut out,
+        "mqtt_raft_leader_id",
+        "gauge",
+        "Raft leader id as seen by this node (0 = none).",
+        leader,
+    );
+    metric(
+        &mut out,
+        "mqtt_raft_joined",
+        "gauge",
+        "1 once this node joined the raft cluster.",
+        u8::from(live.cluster_joined.load(Ordering::Relaxed)),
+    );
     let _ = writeln!(
         out,
         "# HELP mqtt_revoked_set_revision The revoked set revision in force (value is always 1).\n# TYPE mqtt_revoked_set_revision gauge\nmqtt_revoked_set_revision{{revision=\"{}\"}} 1",
@@ -120,9 +154,27 @@ pub fn render(live: &Live, engine: &EngineSample, config: &BrokerConfig) -> Stri
         "# HELP mqtt_trust_bundle_revision The client trust bundle revision in force (value is always 1).\n# TYPE mqtt_trust_bundle_revision gauge\nmqtt_trust_bundle_revision{{revision=\"{}\"}} 1",
         label(&trust.revision)
     );
-    metric(&mut out, "mqtt_revocation_disconnects_total", "counter", "Live sessions disconnected after their serial was revoked.", load(&c.revocation_disconnects));
-    metric(&mut out, "mqtt_config_reloads_total", "counter", "Hot reloads applied.", load(&c.reloads));
-    metric(&mut out, "mqtt_config_reload_errors_total", "counter", "Hot reloads rejected (invalid content).", load(&c.reload_errors));
+    metric(
+        &mut out,
+        "mqtt_revocation_disconnects_total",
+        "counter",
+        "Live sessions disconnected after their serial was revoked.",
+        load(&c.revocation_disconnects),
+    );
+    metric(
+        &mut out,
+        "mqtt_config_reloads_total",
+        "counter",
+        "Hot reloads applied.",
+        load(&c.reloads),
+    );
+    metric(
+        &mut out,
+        "mqtt_config_reload_errors_total",
+        "counter",
+        "Hot reloads rejected (invalid content).",
+        load(&c.reload_errors),
+    );
     out
 }
 
@@ -133,7 +185,10 @@ mod tests {
 
     #[test]
     fn renders_every_shared_name_but_raft_term() {
-        let policy = crate::access::parse_policy(br#"{"revision":"r\"1","defaultAction":"deny","rules":[]}"#).unwrap();
+        let policy = crate::access::parse_policy(
+            br#"{"revision":"r\"1","defaultAction":"deny","rules":[]}"#,
+        )
+        .unwrap();
         let live = Live::new(policy, RevokedIndex::default(), trust_state("x"));
         let config: BrokerConfig = serde_json::from_value(serde_json::json!({
             "version": contract::config::CONFIG_VERSION, "clusterName": "c", "node": {"id": 1},
@@ -144,12 +199,29 @@ mod tests {
                        "sessionExpirySecs": 1, "messageExpirySecs": 1, "maxTopicLevels": 1, "retainAvailable": true}
         }))
         .unwrap();
-        let text = render(&live, &EngineSample { connections: 3, ..Default::default() }, &config);
+        let text = render(
+            &live,
+            &EngineSample {
+                connections: 3,
+                ..Default::default()
+            },
+            &config,
+        );
         assert!(text.contains("mqtt_connections 3\n"));
         assert!(text.contains("mqtt_connections_max 100\n"));
-        assert!(text.contains("mqtt_acl_revision{revision=\"r\\\"1\"} 1"), "{text}");
-        for m in b::ALL.iter().filter(|m| m.name != b::RAFT_TERM.name && !m.name.starts_with("mqtt_bridge_")) {
-            assert!(text.contains(&format!("# TYPE {} {}\n", m.name, m.kind)), "missing {} in\n{text}", m.name);
+        assert!(
+            text.contains("mqtt_acl_revision{revision=\"r\\\"1\"} 1"),
+            "{text}"
+        );
+        for m in b::ALL
+            .iter()
+            .filter(|m| m.name != b::RAFT_TERM.name && !m.name.starts_with("mqtt_bridge_"))
+        {
+            assert!(
+                text.contains(&format!("# TYPE {} {}\n", m.name, m.kind)),
+                "missing {} in\n{text}",
+                m.name
+            );
         }
     }
 }

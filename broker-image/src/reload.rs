@@ -42,7 +42,11 @@ pub struct Reloader {
 impl Reloader {
     /// A reloader over the running engine.
     pub fn new(live: Arc<Live>, engine: Arc<Engine>) -> Self {
-        Self { live, engine, lock: tokio::sync::Mutex::new(()) }
+        Self {
+            live,
+            engine,
+            lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Applies new content for `part`; returns the revision now in force.
@@ -77,7 +81,10 @@ impl Reloader {
         let set = contract::config::load_revoked(bytes)?;
         let serials: HashSet<String> = set.normalized()?.into_iter().collect();
         let revision = set.revision.clone();
-        let previous = self.live.set_revoked(RevokedIndex { revision: revision.clone(), serials: serials.clone() });
+        let previous = self.live.set_revoked(RevokedIndex {
+            revision: revision.clone(),
+            serials: serials.clone(),
+        });
         let added: HashSet<String> = serials.difference(&previous.serials).cloned().collect();
         self.engine.disconnect_serials(&added, &self.live).await;
         Ok(revision)

@@ -16,48 +16,80 @@ pub enum StartError {
     #[error(transparent)]
     Directory(#[from] crate::directory::DirectoryError),
     #[error("configuration directory {dir}: {source}")]
-    Config { dir: PathBuf, source: contract::config::ConfigError },
+    Config {
+        dir: PathBuf,
+        source: contract::config::ConfigError,
+    },
     #[error(transparent)]
     Policy(#[from] crate::access::PolicyError),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("runtime directory {dir}: {source}")]
-    RuntimeDir { dir: PathBuf, source: std::io::Error },
+    RuntimeDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("HTTP endpoint on {addr}: {source}")]
-    Http { addr: SocketAddr, source: std::io::Error },
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the broker until the process is stopped.
 pub async fn run(config_dir: PathBuf, runtime_dir: PathBuf) -> Result<(), StartError> {
     let files = crate::directory::read(&config_dir)?;
-    let dir = contract::config::load(&files)
-        .map_err(|source| StartError::Config { dir: config_dir.clone(), source })?;
+    let dir = contract::config::load(&files).map_err(|source| StartError::Config {
+        dir: config_dir.clone(),
+        source,
+    })?;
     let policy = crate::access::parse_policy(&dir.acl_json)?;
     let serials = dir
         .revoked
         .normalized()
-        .map_err(|source| StartError::Config { dir: config_dir.clone(), source })?;
+        .map_err(|source| StartError::Config {
+            dir: config_dir.clone(),
+            source,
+        })?;
     let live = Arc::new(Live::new(
         policy,
-        RevokedIndex { revision: dir.revoked.revision.clone(), serials: serials.into_iter().collect() },
+        RevokedIndex {
+            revision: dir.revoked.revision.clone(),
+            serials: serials.into_iter().collect(),
+        },
         trust_state(&dir.clients_ca_pem),
     ));
-    std::fs::create_dir_all(&runtime_dir)
-        .map_err(|source| StartError::RuntimeDir { dir: runtime_dir.clone(), source })?;
+    std::fs::create_dir_all(&runtime_dir).map_err(|source| StartError::RuntimeDir {
+        dir: runtime_dir.clone(),
+        source,
+    })?;
 
     let config = dir.config.clone();
     let http_addr = SocketAddr::new(
-        config.listeners.bind.parse().map_err(|_| EngineError::Bind(config.listeners.bind.clone()))?,
+        config
+            .listeners
+            .bind
+            .parse()
+            .map_err(|_| EngineError::Bind(config.listeners.bind.clone()))?,
         config.http.port,
     );
     // The HTTP endpoint comes up first so /healthz answers (and /readyz says 503) while the
     // node joins the cluster.
     let early = tokio::net::TcpListener::bind(http_addr)
         .await
-        .map_err(|source| StartError::Http { addr: http_addr, source })?;
+        .map_err(|source| StartError::Http {
+            addr: http_addr,
+            source,
+        })?;
     let early_task = tokio::spawn(crate::http::serve_early(early, live.clone()));
 
-    let engine = Engine::start(config.clone(), config_dir.clone(), runtime_dir, live.clone()).await?;
+    let engine = Engine::start(
+        config.clone(),
+        config_dir.clone(),
+        runtime_dir,
+        live.clone(),
+    )
+    .await?;
     engine.start_listeners(&dir.clients_ca_pem, &live).await?;
     engine.spawn_raft_probe(live.clone());
     let reloader = Arc::new(Reloader::new(live.clone(), engine.clone()));
@@ -77,5 +109,10 @@ pub async fn run(config_dir: PathBuf, runtime_dir: PathBuf) -> Result<(), StartE
     early_task.abort();
     let _ = early_task.await;
     log::info!("node {} ready", config.node.id);
-    crate::http::serve(http_addr, state).await.map_err(|source| StartError::Http { addr: http_addr, source })
+    crate::http::serve(http_addr, state)
+        .await
+        .map_err(|source| StartError::Http {
+            addr: http_addr,
+            source,
+        })
 }

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use rmqtt::context::ServerContext;
 use rmqtt::subscribe::SharedSubscription;
-use rmqtt::types::{ClientId, Id, IsOnline, NodeId, SharedGroup, SubscriptionIdentifier, SubscriptionOptions, TopicName};
+use rmqtt::types::{
+    ClientId, Id, IsOnline, NodeId, SharedGroup, SubscriptionIdentifier, SubscriptionOptions,
+    TopicName,
+};
 
 /// Round-robin shared-subscription strategy.
 #[derive(Default)]
@@ -16,7 +19,13 @@ pub struct RoundRobin {
 }
 
 /// One candidate member as rmqtt presents it.
-type Member = (NodeId, ClientId, SubscriptionOptions, Option<Vec<SubscriptionIdentifier>>, Option<IsOnline>);
+type Member = (
+    NodeId,
+    ClientId,
+    SubscriptionOptions,
+    Option<Vec<SubscriptionIdentifier>>,
+    Option<IsOnline>,
+);
 
 #[async_trait]
 impl SharedSubscription for RoundRobin {

@@ -23,28 +23,42 @@ fn acl_own_topics() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_identity_and_revocation() {
-    let cluster = Cluster::start(Options { acl: acl_own_topics(), ..Options::default() });
+    let cluster = Cluster::start(Options {
+        acl: acl_own_topics(),
+        ..Options::default()
+    });
     let node = &cluster.nodes[0];
     let ca = cluster.pki.cluster_ca.cert_pem.clone();
     let clients = &cluster.pki.clients_ca;
 
     // A valid device connects and can use its own topics.
     let dev_a = clients.device("dev-a");
-    let mut a = connect(ConnectOpts::new(node.mqtts, "a-1", &ca, Some(&dev_a))).await.expect("valid device connects");
+    let mut a = connect(ConnectOpts::new(node.mqtts, "a-1", &ca, Some(&dev_a)))
+        .await
+        .expect("valid device connects");
     assert_eq!(a.subscribe("devices/dev-a/cmd", QoS::AtLeastOnce).await, 1);
 
     // No client certificate: the TLS handshake is refused.
-    let err = connect(ConnectOpts::new(node.mqtts, "anon", &ca, None)).await.err().expect("no cert refused");
+    let err = connect(ConnectOpts::new(node.mqtts, "anon", &ca, None))
+        .await
+        .err()
+        .expect("no cert refused");
     eprintln!("no cert: {err}");
 
     // A certificate from another CA.
     let other = Ca::new("other-ca").device("dev-a");
-    let err = connect(ConnectOpts::new(node.mqtts, "other", &ca, Some(&other))).await.err().expect("other CA refused");
+    let err = connect(ConnectOpts::new(node.mqtts, "other", &ca, Some(&other)))
+        .await
+        .err()
+        .expect("other CA refused");
     eprintln!("other CA: {err}");
 
     // An expired certificate.
     let expired = clients.expired_device("dev-a");
-    let err = connect(ConnectOpts::new(node.mqtts, "exp", &ca, Some(&expired))).await.err().expect("expired refused");
+    let err = connect(ConnectOpts::new(node.mqtts, "exp", &ca, Some(&expired)))
+        .await
+        .err()
+        .expect("expired refused");
     eprintln!("expired: {err}");
 
     // A certificate without CN cannot borrow an identity through the username.
@@ -59,23 +73,51 @@ async fn mtls_identity_and_revocation() {
     let mut o = ConnectOpts::new(node.mqtts, "b-spoof", &ca, Some(&dev_b));
     o.username = Some("dev-a");
     let mut b = connect(o).await.expect("dev-b connects");
-    assert_eq!(b.subscribe("devices/dev-a/cmd", QoS::AtLeastOnce).await, 0x80, "dev-b must not act as dev-a");
+    assert_eq!(
+        b.subscribe("devices/dev-a/cmd", QoS::AtLeastOnce).await,
+        0x80,
+        "dev-b must not act as dev-a"
+    );
     assert_eq!(b.subscribe("devices/dev-b/cmd", QoS::AtLeastOnce).await, 1);
 
     // Revoked at CONNECT: push the serial, a new connection is refused.
     let revoked_dev = clients.device("dev-a");
-    let (code, body) = cluster.push(0, "/v1/revoked", &revoked_json("rev-1", &[&revoked_dev.serial]));
+    let (code, body) = cluster.push(
+        0,
+        "/v1/revoked",
+        &revoked_json("rev-1", &[&revoked_dev.serial]),
+    );
     assert_eq!(code, 200, "{body}");
-    let err = connect(ConnectOpts::new(node.mqtts, "a-rev", &ca, Some(&revoked_dev))).await.err().expect("revoked refused");
+    let err = connect(ConnectOpts::new(
+        node.mqtts,
+        "a-rev",
+        &ca,
+        Some(&revoked_dev),
+    ))
+    .await
+    .err()
+    .expect("revoked refused");
     assert!(err.contains("NotAuthorized"), "{err}");
-    assert!(cluster.metric(0, "mqtt_auth_failures_revoked_total").unwrap() >= 1.0);
+    assert!(
+        cluster
+            .metric(0, "mqtt_auth_failures_revoked_total")
+            .unwrap()
+            >= 1.0
+    );
 
     // Live session of a newly revoked certificate is disconnected; measured.
     let started = Instant::now();
     let serial_upper = dev_a.serial.to_uppercase();
-    let (code, body) = cluster.push(0, "/v1/revoked", &revoked_json("rev-2", &[&revoked_dev.serial, &serial_upper]));
+    let (code, body) = cluster.push(
+        0,
+        "/v1/revoked",
+        &revoked_json("rev-2", &[&revoked_dev.serial, &serial_upper]),
+    );
     assert_eq!(code, 200, "{body}");
-    assert!(a.expect_disconnect(Duration::from_secs(2)).await, "dev-a session not disconnected within 2 s");
+    assert!(
+        a.expect_disconnect(Duration::from_secs(2)).await,
+        "dev-a session not disconnected within 2 s"
+    );
     eprintln!("revocation disconnect after {:?}", started.elapsed());
     // dev-b (not revoked) is still connected.
     assert_eq!(b.subscribe("devices/dev-b/x", QoS::AtMostOnce).await, 0);
@@ -103,7 +145,10 @@ async fn mtls_identity_and_revocation() {
     cluster.write_file(0, "acl.json", &serde_json::to_vec(&shared_acl).unwrap());
     let deadline = Instant::now() + Duration::from_secs(5);
     while b.subscribe("devices/shared/x", QoS::AtMostOnce).await != 0 {
-        assert!(Instant::now() < deadline, "acl.json change not applied within 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "acl.json change not applied within 5 s"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -113,11 +158,23 @@ async fn mtls_identity_and_revocation() {
     let (code, body) = cluster.push(0, "/v1/trust", new_ca.cert_pem.as_bytes());
     assert_eq!(code, 200, "{body}");
     let dev_c = new_ca.device("dev-c");
-    connect(ConnectOpts::new(node.mqtts, "c-1", &ca, Some(&dev_c))).await.expect("device of the new CA connects");
+    connect(ConnectOpts::new(node.mqtts, "c-1", &ca, Some(&dev_c)))
+        .await
+        .expect("device of the new CA connects");
     let old = clients.device("dev-b");
-    let err = connect(ConnectOpts::new(node.mqtts, "b-2", &ca, Some(&old))).await.err().expect("old CA refused");
-    assert!(err.contains("UnknownCA") || err.contains("BadCertificate"), "{err}");
-    assert_eq!(b.subscribe("devices/dev-b/still", QoS::AtMostOnce).await, 0, "established connection survived");
+    let err = connect(ConnectOpts::new(node.mqtts, "b-2", &ca, Some(&old)))
+        .await
+        .err()
+        .expect("old CA refused");
+    assert!(
+        err.contains("UnknownCA") || err.contains("BadCertificate"),
+        "{err}"
+    );
+    assert_eq!(
+        b.subscribe("devices/dev-b/still", QoS::AtMostOnce).await,
+        0,
+        "established connection survived"
+    );
     let (_, ready) = cluster.get(0, "/readyz");
     assert!(ready.contains("\"aclRevision\":\"file-1\""), "{ready}");
 }

@@ -32,7 +32,15 @@ pub mod files {
     pub const PUSH_TOKEN: &str = "push-token";
 
     /// Every file [`super::load`] needs.
-    pub const ALL: [&str; 7] = [BROKER, SERVER_CERT, SERVER_KEY, CLIENTS_CA, ACL, REVOKED, PUSH_TOKEN];
+    pub const ALL: [&str; 7] = [
+        BROKER,
+        SERVER_CERT,
+        SERVER_KEY,
+        CLIENTS_CA,
+        ACL,
+        REVOKED,
+        PUSH_TOKEN,
+    ];
 }
 
 /// Raw directory contents: relative file name -> bytes. What the broker hands to [`load`].
@@ -202,13 +210,20 @@ impl RevokedSet {
 /// Accepts `0A:1b:...`, `0x0a1b`, `0A1B`. Returns `None` for anything that is not hex.
 pub fn normalize_serial(s: &str) -> Option<String> {
     let s = s.trim();
-    let s = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+    let s = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
     let hex: String = s.chars().filter(|c| *c != ':').collect();
     if hex.is_empty() || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
     let trimmed = hex.trim_start_matches('0').to_ascii_lowercase();
-    Some(if trimmed.is_empty() { "0".to_owned() } else { trimmed })
+    Some(if trimmed.is_empty() {
+        "0".to_owned()
+    } else {
+        trimmed
+    })
 }
 
 /// A complete, validated configuration directory.
@@ -234,9 +249,15 @@ impl std::fmt::Debug for BrokerDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BrokerDirectory")
             .field("config", &self.config)
-            .field("server_cert_pem", &format_args!("<{} bytes>", self.server_cert_pem.len()))
+            .field(
+                "server_cert_pem",
+                &format_args!("<{} bytes>", self.server_cert_pem.len()),
+            )
             .field("server_key_pem", &"<redacted>")
-            .field("clients_ca_pem", &format_args!("<{} bytes>", self.clients_ca_pem.len()))
+            .field(
+                "clients_ca_pem",
+                &format_args!("<{} bytes>", self.clients_ca_pem.len()),
+            )
             .field("acl_json", &format_args!("<{} bytes>", self.acl_json.len()))
             .field("revoked", &self.revoked)
             .field("push_token", &"<redacted>")
@@ -266,13 +287,20 @@ pub enum ConfigError {
     #[error("broker.json: {0} port must not be 0")]
     ZeroPort(&'static str),
     #[error("broker.json: {first} and {second} both use port {port}")]
-    PortClash { first: &'static str, second: &'static str, port: u16 },
+    PortClash {
+        first: &'static str,
+        second: &'static str,
+        port: u16,
+    },
     #[error("broker.json: limits.{0} must be greater than 0")]
     ZeroLimit(&'static str),
     #[error("broker.json: listeners.bind {0:?} is not an IP address")]
     InvalidBind(String),
     #[error("file {file} contains no PEM block of type {expected}")]
-    NoPem { file: &'static str, expected: &'static str },
+    NoPem {
+        file: &'static str,
+        expected: &'static str,
+    },
     #[error("file push-token is empty")]
     EmptyPushToken,
     #[error("revoked.json: serial {0:?} is not a hexadecimal certificate serial")]
@@ -284,15 +312,24 @@ fn text<'a>(dir: &'a DirectoryFiles, file: &'static str) -> Result<&'a str, Conf
     std::str::from_utf8(bytes).map_err(|_| ConfigError::NotUtf8(file))
 }
 
-fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], file: &'static str) -> Result<T, ConfigError> {
-    serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse { file, message: e.to_string() })
+fn json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    file: &'static str,
+) -> Result<T, ConfigError> {
+    serde_json::from_slice(bytes).map_err(|e| ConfigError::Parse {
+        file,
+        message: e.to_string(),
+    })
 }
 
 fn check_version(found: &str, file: &'static str) -> Result<(), ConfigError> {
     if found == CONFIG_VERSION {
         Ok(())
     } else {
-        Err(ConfigError::UnsupportedVersion { file, found: found.to_owned() })
+        Err(ConfigError::UnsupportedVersion {
+            file,
+            found: found.to_owned(),
+        })
     }
 }
 
@@ -348,7 +385,11 @@ pub fn load_broker_config(bytes: &[u8]) -> Result<BrokerConfig, ConfigError> {
             return Err(ConfigError::ZeroPort(name));
         }
         if let Some((first, _)) = ports[..i].iter().find(|(_, p)| p == port) {
-            return Err(ConfigError::PortClash { first, second: name, port: *port });
+            return Err(ConfigError::PortClash {
+                first,
+                second: name,
+                port: *port,
+            });
         }
     }
     let limits = &config.limits;
@@ -379,7 +420,10 @@ pub fn check_trust_bundle(pem: &str) -> Result<(), ConfigError> {
     if has_pem_block(pem, &["CERTIFICATE"]) {
         Ok(())
     } else {
-        Err(ConfigError::NoPem { file: files::CLIENTS_CA, expected: "CERTIFICATE" })
+        Err(ConfigError::NoPem {
+            file: files::CLIENTS_CA,
+            expected: "CERTIFICATE",
+        })
     }
 }
 
@@ -393,11 +437,20 @@ pub fn load(dir: &DirectoryFiles) -> Result<BrokerDirectory, ConfigError> {
     let config = load_broker_config(&dir[files::BROKER])?;
     let server_cert_pem = text(dir, files::SERVER_CERT)?.to_owned();
     if !has_pem_block(&server_cert_pem, &["CERTIFICATE"]) {
-        return Err(ConfigError::NoPem { file: files::SERVER_CERT, expected: "CERTIFICATE" });
+        return Err(ConfigError::NoPem {
+            file: files::SERVER_CERT,
+            expected: "CERTIFICATE",
+        });
     }
     let server_key_pem = text(dir, files::SERVER_KEY)?.to_owned();
-    if !has_pem_block(&server_key_pem, &["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"]) {
-        return Err(ConfigError::NoPem { file: files::SERVER_KEY, expected: "PRIVATE KEY" });
+    if !has_pem_block(
+        &server_key_pem,
+        &["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"],
+    ) {
+        return Err(ConfigError::NoPem {
+            file: files::SERVER_KEY,
+            expected: "PRIVATE KEY",
+        });
     }
     let clients_ca_pem = text(dir, files::CLIENTS_CA)?.to_owned();
     check_trust_bundle(&clients_ca_pem)?;
@@ -423,12 +476,24 @@ pub fn render(dir: &BrokerDirectory) -> DirectoryFiles {
     let mut out = DirectoryFiles::new();
     let pretty = |v: &dyn erased::Json| v.to_pretty();
     out.insert(files::BROKER.into(), pretty(&dir.config));
-    out.insert(files::SERVER_CERT.into(), dir.server_cert_pem.clone().into_bytes());
-    out.insert(files::SERVER_KEY.into(), dir.server_key_pem.clone().into_bytes());
-    out.insert(files::CLIENTS_CA.into(), dir.clients_ca_pem.clone().into_bytes());
+    out.insert(
+        files::SERVER_CERT.into(),
+        dir.server_cert_pem.clone().into_bytes(),
+    );
+    out.insert(
+        files::SERVER_KEY.into(),
+        dir.server_key_pem.clone().into_bytes(),
+    );
+    out.insert(
+        files::CLIENTS_CA.into(),
+        dir.clients_ca_pem.clone().into_bytes(),
+    );
     out.insert(files::ACL.into(), dir.acl_json.clone());
     out.insert(files::REVOKED.into(), pretty(&dir.revoked));
-    out.insert(files::PUSH_TOKEN.into(), format!("{}\n", dir.push_token).into_bytes());
+    out.insert(
+        files::PUSH_TOKEN.into(),
+        format!("{}\n", dir.push_token).into_bytes(),
+    );
     out
 }
 

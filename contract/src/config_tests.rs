@@ -19,9 +19,18 @@ fn config() -> BrokerConfig {
             raft_port: 5363,
             grpc_port: 5364,
             peers: vec![
-                PeerConfig { id: 1, host: "demo-core-0.demo-core.ns.svc".into() },
-                PeerConfig { id: 2, host: "demo-core-1.demo-core.ns.svc".into() },
-                PeerConfig { id: 3, host: "demo-core-2.demo-core.ns.svc".into() },
+                PeerConfig {
+                    id: 1,
+                    host: "demo-core-0.demo-core.ns.svc".into(),
+                },
+                PeerConfig {
+                    id: 2,
+                    host: "demo-core-1.demo-core.ns.svc".into(),
+                },
+                PeerConfig {
+                    id: 3,
+                    host: "demo-core-2.demo-core.ns.svc".into(),
+                },
             ],
             port_overrides: BTreeMap::new(),
         },
@@ -82,7 +91,11 @@ fn every_missing_file_is_named() {
         let files = files_with(|f| {
             f.remove(file);
         });
-        assert_eq!(load(&files).unwrap_err(), ConfigError::MissingFile(file), "{file}");
+        assert_eq!(
+            load(&files).unwrap_err(),
+            ConfigError::MissingFile(file),
+            "{file}"
+        );
     }
 }
 
@@ -91,7 +104,10 @@ fn not_utf8_is_rejected() {
     let files = files_with(|f| {
         f.insert(files::SERVER_CERT.into(), vec![0xff, 0xfe]);
     });
-    assert_eq!(load(&files).unwrap_err(), ConfigError::NotUtf8(files::SERVER_CERT));
+    assert_eq!(
+        load(&files).unwrap_err(),
+        ConfigError::NotUtf8(files::SERVER_CERT)
+    );
 }
 
 #[test]
@@ -99,7 +115,13 @@ fn malformed_json_names_the_file() {
     let files = files_with(|f| {
         f.insert(files::BROKER.into(), b"{not json".to_vec());
     });
-    assert!(matches!(load(&files).unwrap_err(), ConfigError::Parse { file: files::BROKER, .. }));
+    assert!(matches!(
+        load(&files).unwrap_err(),
+        ConfigError::Parse {
+            file: files::BROKER,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -129,7 +151,10 @@ fn wrong_version_is_rejected() {
     let files = broker_json_with(|c| c.version = "broker.mqtt.operator.dev/v0".into());
     assert_eq!(
         load(&files).unwrap_err(),
-        ConfigError::UnsupportedVersion { file: files::BROKER, found: "broker.mqtt.operator.dev/v0".into() }
+        ConfigError::UnsupportedVersion {
+            file: files::BROKER,
+            found: "broker.mqtt.operator.dev/v0".into()
+        }
     );
 }
 
@@ -147,7 +172,12 @@ fn node_must_be_a_peer() {
 
 #[test]
 fn duplicate_peer_is_rejected() {
-    let files = broker_json_with(|c| c.cluster.peers.push(PeerConfig { id: 2, host: "x".into() }));
+    let files = broker_json_with(|c| {
+        c.cluster.peers.push(PeerConfig {
+            id: 2,
+            host: "x".into(),
+        })
+    });
     assert_eq!(load(&files).unwrap_err(), ConfigError::DuplicatePeer(2));
 }
 
@@ -168,31 +198,51 @@ fn port_clash_is_rejected() {
     let files = broker_json_with(|c| c.listeners.mqtt = Some(PortConfig { port: 9090 }));
     assert_eq!(
         load(&files).unwrap_err(),
-        ConfigError::PortClash { first: "http", second: "listeners.mqtt", port: 9090 }
+        ConfigError::PortClash {
+            first: "http",
+            second: "listeners.mqtt",
+            port: 9090
+        }
     );
 }
 
 #[test]
 fn port_overrides_apply_to_this_node() {
     let files = broker_json_with(|c| {
-        c.cluster.port_overrides.insert(1, PeerPorts { raft_port: 8883, grpc_port: 7000 });
+        c.cluster.port_overrides.insert(
+            1,
+            PeerPorts {
+                raft_port: 8883,
+                grpc_port: 7000,
+            },
+        );
     });
     assert_eq!(
         load(&files).unwrap_err(),
-        ConfigError::PortClash { first: "listeners.mqtts", second: "cluster.raftPort", port: 8883 }
+        ConfigError::PortClash {
+            first: "listeners.mqtts",
+            second: "cluster.raftPort",
+            port: 8883
+        }
     );
 }
 
 #[test]
 fn zero_limit_is_rejected() {
     let files = broker_json_with(|c| c.limits.max_inflight = 0);
-    assert_eq!(load(&files).unwrap_err(), ConfigError::ZeroLimit("maxInflight"));
+    assert_eq!(
+        load(&files).unwrap_err(),
+        ConfigError::ZeroLimit("maxInflight")
+    );
 }
 
 #[test]
 fn bind_must_be_an_ip() {
     let files = broker_json_with(|c| c.listeners.bind = "localhost".into());
-    assert_eq!(load(&files).unwrap_err(), ConfigError::InvalidBind("localhost".into()));
+    assert_eq!(
+        load(&files).unwrap_err(),
+        ConfigError::InvalidBind("localhost".into())
+    );
 }
 
 #[test]
@@ -202,7 +252,10 @@ fn server_cert_without_pem_is_rejected() {
     });
     assert_eq!(
         load(&files).unwrap_err(),
-        ConfigError::NoPem { file: files::SERVER_CERT, expected: "CERTIFICATE" }
+        ConfigError::NoPem {
+            file: files::SERVER_CERT,
+            expected: "CERTIFICATE"
+        }
     );
 }
 
@@ -213,7 +266,10 @@ fn server_key_without_pem_is_rejected() {
     });
     assert_eq!(
         load(&files).unwrap_err(),
-        ConfigError::NoPem { file: files::SERVER_KEY, expected: "PRIVATE KEY" }
+        ConfigError::NoPem {
+            file: files::SERVER_KEY,
+            expected: "PRIVATE KEY"
+        }
     );
 }
 
@@ -224,7 +280,10 @@ fn empty_trust_bundle_is_rejected() {
     });
     assert_eq!(
         load(&files).unwrap_err(),
-        ConfigError::NoPem { file: files::CLIENTS_CA, expected: "CERTIFICATE" }
+        ConfigError::NoPem {
+            file: files::CLIENTS_CA,
+            expected: "CERTIFICATE"
+        }
     );
 }
 
@@ -247,7 +306,10 @@ fn invalid_serial_is_rejected() {
             .unwrap(),
         );
     });
-    assert_eq!(load(&files).unwrap_err(), ConfigError::InvalidSerial("zz".into()));
+    assert_eq!(
+        load(&files).unwrap_err(),
+        ConfigError::InvalidSerial("zz".into())
+    );
 }
 
 #[test]
@@ -258,7 +320,10 @@ fn revoked_set_version_is_checked() {
     .unwrap();
     assert_eq!(
         load_revoked(&bytes).unwrap_err(),
-        ConfigError::UnsupportedVersion { file: files::REVOKED, found: "v0".into() }
+        ConfigError::UnsupportedVersion {
+            file: files::REVOKED,
+            found: "v0".into()
+        }
     );
 }
 

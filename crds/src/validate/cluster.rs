@@ -134,8 +134,11 @@ fn listeners(spec: &MqttClusterSpec, e: &mut Errors) {
 }
 
 /// Ports the broker binds for itself, never available to listeners.
-pub const RESERVED_PORTS: [(i32, &str); 3] =
-    [(9090, "HTTP API and metrics"), (5363, "raft"), (5364, "inter-node messages (gRPC)")];
+pub const RESERVED_PORTS: [(i32, &str); 3] = [
+    (9090, "HTTP API and metrics"),
+    (5363, "raft"),
+    (5364, "inter-node messages (gRPC)"),
+];
 
 fn ca(e: &mut Errors, path: &str, ca: &CaSpec) {
     if !ca.generate && ca.secret_ref.is_none() {
