@@ -127,7 +127,7 @@ fn start_brokers(root: &Path, pki: &Pki, n: u64) -> Result<(Procs, Vec<u16>), Fa
             host: "127.0.0.1".into(),
         })
         .collect();
-    let overrides = ports
+    let overrides: BTreeMap<u64, PeerPorts> = ports
         .iter()
         .map(|(id, p)| {
             (
@@ -209,7 +209,7 @@ fn start_brokers(root: &Path, pki: &Pki, n: u64) -> Result<(Procs, Vec<u16>), Fa
         procs.0.push(child);
         mqtts.push(*mqtt_port);
     }
-    for (_, (_, http, _, _)) in &ports {
+    for (_, http, _, _) in ports.values() {
         wait_ready(*http, Duration::from_secs(90))?;
     }
     Ok((procs, mqtts))
@@ -386,7 +386,7 @@ async fn main() -> Result<(), Fail> {
         "256-byte payloads, {count} messages per case, TLS + client certificates everywhere\n"
     );
     println!(
-        "{:<34} {:>5} {:>10} {:>12} {:>10} {:>10}",
+        "{:<38} {:>5} {:>10} {:>12} {:>10} {:>10}",
         "target", "qos", "received", "msg/s", "p50", "p99"
     );
     let mut targets: Vec<(String, Procs, u16, u16)> = Vec::new();
@@ -406,7 +406,7 @@ async fn main() -> Result<(), Fail> {
             let tag = format!("{}-{}", pub_port, qos as u8);
             let r = run_case(&pki, *pub_port, *sub_port, qos, count, &tag).await?;
             println!(
-                "{:<34} {:>5} {:>10} {:>12.0} {:>10.2?} {:>10.2?}",
+                "{:<38} {:>5} {:>10} {:>12.0} {:>10.2?} {:>10.2?}",
                 name, qos as u8, r.received, r.rate, r.p50, r.p99
             );
         }
