@@ -182,6 +182,30 @@ pub fn filter_covers(outer: &str, inner: &str) -> bool {
     }
 }
 
+/// Can one topic name match both (valid, non-shared) filters `a` and `b`?
+///
+/// Used for deny rules on SUBSCRIBE: a subscription is refused when it could deliver a topic a
+/// deny pattern names. `a/#` and `a/secret` intersect; `a/+` and `b/#` do not; `#` and `$SYS/#`
+/// do not (a wildcard first level never matches a `$`-topic).
+pub fn filters_intersect(a: &str, b: &str) -> bool {
+    let first_wild = |f: &str| f.starts_with('+') || f.starts_with('#');
+    if (first_wild(a) && b.starts_with('$')) || (first_wild(b) && a.starts_with('$')) {
+        return false;
+    }
+    let mut x = a.split('/');
+    let mut y = b.split('/');
+    loop {
+        match (x.next(), y.next()) {
+            // `#` matches the parent level and everything below: whatever the other has left.
+            (Some("#"), _) | (_, Some("#")) => return true,
+            (Some("+"), Some(_)) | (Some(_), Some("+")) => {}
+            (Some(l), Some(r)) if l == r => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +292,21 @@ mod tests {
         assert!(filter_covers("#", "a/#"));
         assert!(!filter_covers("#", "$SYS/#"));
         assert!(filter_covers("$SYS/#", "$SYS/a"));
+    }
+
+    #[test]
+    fn intersecting() {
+        assert!(filters_intersect("a/#", "a/secret"));
+        assert!(filters_intersect("a/secret", "a/#"));
+        assert!(filters_intersect("a/+", "+/b"));
+        assert!(filters_intersect("a", "a/#"));
+        assert!(filters_intersect("a/#", "a"));
+        assert!(!filters_intersect("a/+", "a"));
+        assert!(!filters_intersect("a/+", "b/#"));
+        assert!(!filters_intersect("#", "$SYS/#"));
+        assert!(!filters_intersect("+/x", "$SYS/x"));
+        assert!(filters_intersect("$SYS/#", "$SYS/x"));
+        assert!(filters_intersect("#", "+"));
+        assert!(!filters_intersect("a/b/c", "a/b"));
     }
 }

@@ -4,7 +4,9 @@
 //! Checks, per document: well-formed kind, types and field names; the kind's spec validation.
 //! Across the set: references resolve (identity/policy/bridge → cluster, bridge client identity
 //! → DeviceIdentity, policy device subjects → an identity of that cluster), no duplicate objects
-//! or `deviceId`s within a cluster, and no placeholder that can never match.
+//! or `deviceId`s within a cluster, and no placeholder that can never match. From the compiled
+//! ACL of each cluster (`acl::audit`): policies that apply to no identity or are not selected by
+//! the cluster's `acl.policySelector`, and allow rules fully shadowed by deny rules.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -240,6 +242,7 @@ pub fn check(docs: &[Document]) -> Report {
             Resource::Cluster(_) => {}
         }
     }
+    cx.report.findings.extend(crate::acl::audit::findings(docs));
     cx.report
 }
 

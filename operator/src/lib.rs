@@ -1,6 +1,7 @@
 //! mqtt-operator: pure modules (manifests, check, CRD generation) and the controllers' IO shells.
 #![forbid(unsafe_code)]
 
+pub mod acl;
 pub mod check;
 pub mod crd;
 pub mod manifest;

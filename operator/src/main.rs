@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use operator::{check, crd, manifest};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use operator::acl::explain::{self, Question, Who};
+use operator::{acl, check, crd, manifest};
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,62 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Topic ACL tools.
+    Acl {
+        #[command(subcommand)]
+        command: AclCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AclCommand {
+    /// Decide one request as the broker would, and print the deciding rule.
+    ///
+    /// Prints `ALLOW by TopicPolicy/<name> rules[<i>]`, `DENY by default`, ... then details.
+    /// Exit codes: 0 allowed, 1 denied, 2 unreadable input.
+    Explain(ExplainArgs),
+    /// Compile a cluster's rule set and print its revision, size and counts.
+    ///
+    /// Exit codes: 0 compiled, 1 compile error, 2 unreadable input.
+    Compile {
+        /// Files or directories (searched recursively for .yaml/.yml).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// The MqttCluster (needed when the files define several).
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Write the binary rule set (the broker's format) to this file.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct ExplainArgs {
+    /// Files or directories (searched recursively for .yaml/.yml).
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// The MqttCluster (needed when the files define several).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Ask as this device (its deviceId, the MQTT username).
+    #[arg(long, group = "who", required = true)]
+    device: Option<String>,
+    /// Ask as this non-device user (MQTT username).
+    #[arg(long, group = "who")]
+    user: Option<String>,
+    /// Publish to this topic name.
+    #[arg(long, group = "what", required = true, value_name = "TOPIC")]
+    publish: Option<String>,
+    /// Subscribe with this filter (`$share/<group>/<filter>` allowed).
+    #[arg(long, group = "what", value_name = "FILTER")]
+    subscribe: Option<String>,
+    /// QoS of the publish, or requested QoS of the subscription.
+    #[arg(long, default_value_t = 0)]
+    qos: u8,
+    /// The publish has the retain flag set.
+    #[arg(long)]
+    retain: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -52,7 +109,120 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Crd { out_dir } => run_crd(out_dir),
         Command::Check { files, output } => run_check(&files, output),
+        Command::Acl {
+            command: AclCommand::Explain(args),
+        } => run_explain(&args),
+        Command::Acl {
+            command:
+                AclCommand::Compile {
+                    files,
+                    cluster,
+                    out,
+                },
+        } => run_compile(&files, cluster.as_deref(), out.as_deref()),
     }
+}
+
+fn load(files: &[PathBuf]) -> Result<Vec<manifest::Document>, ExitCode> {
+    manifest::load_paths(files)
+        .and_then(|f| manifest::parse_files(&f))
+        .map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        })
+}
+
+fn run_explain(args: &ExplainArgs) -> ExitCode {
+    let docs = match load(&args.files) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let who = match (&args.device, &args.user) {
+        (Some(d), _) => Who::Device(d),
+        (None, Some(u)) => Who::User(u),
+        (None, None) => unreachable!("clap requires --device or --user"),
+    };
+    let (action, topic) = match (&args.publish, &args.subscribe) {
+        (Some(t), _) => (contract::acl::Action::Publish, t.as_str()),
+        (None, Some(f)) => (contract::acl::Action::Subscribe, f.as_str()),
+        (None, None) => unreachable!("clap requires --publish or --subscribe"),
+    };
+    let q = Question {
+        who,
+        action,
+        topic,
+        qos: args.qos,
+        retain: args.retain,
+    };
+    match explain::explain(&docs, args.cluster.as_deref(), &q) {
+        Ok(e) => {
+            print!("{e}");
+            if e.decision.is_allowed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_compile(
+    files: &[PathBuf],
+    cluster: Option<&str>,
+    out: Option<&std::path::Path>,
+) -> ExitCode {
+    let docs = match load(files) {
+        Ok(d) => d,
+        Err(code) => return code,
+    };
+    let all: Vec<_> = acl::clusters(&docs)
+        .filter(|(_, c)| cluster.is_none() || c.metadata.name.as_deref() == cluster)
+        .collect();
+    let [(namespace, c)] = all.as_slice() else {
+        eprintln!(
+            "error: {} MqttCluster(s) match; name one with --cluster",
+            all.len()
+        );
+        return ExitCode::from(2);
+    };
+    let compiled = match acl::compile_documents(&docs, namespace, c) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let bytes = compiled.encode();
+    for p in &compiled.policies {
+        let state = if !p.selected {
+            "not selected".to_string()
+        } else if !p.errors.is_empty() {
+            format!("rejected: {}", p.errors[0])
+        } else {
+            format!("{} subject(s)", p.matched_subjects)
+        };
+        println!("TopicPolicy/{}: {state}", p.name);
+    }
+    println!(
+        "revision {}: {} subject(s), {} rule(s), format v{}, {} bytes",
+        compiled.rules.revision(),
+        compiled.rules.subjects().len(),
+        compiled.rules.rule_count(),
+        contract::acl::FORMAT_VERSION,
+        bytes.len()
+    );
+    if let Some(path) = out {
+        if let Err(e) = std::fs::write(path, &bytes) {
+            eprintln!("error: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+        println!("wrote {}", path.display());
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_crd(out_dir: Option<PathBuf>) -> ExitCode {
