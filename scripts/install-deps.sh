@@ -26,3 +26,7 @@ if ((${#missing[@]})); then
 else
   echo "install-deps: Debian packages present"
 fi
+
+# The e2e test bed (etcd + kube-apiserver + kube-controller-manager 1.20.2 built from Debian's
+# source package; minutes on a fresh machine, cached after). See e2e/README.md.
+bash "$here/e2e/testbed/install.sh"
