@@ -14,15 +14,21 @@ use kube::Client;
 
 use crate::binaries::{Binaries, MissingBinaries};
 use crate::certs::{CertError, ControlPlanePki};
+use crate::kubeconfig;
 use crate::manifests::{self, ManifestError};
 use crate::process::{self, ManagedProcess, ProcessError, ProcessGroup};
-use crate::{kubeconfig, wait};
+use crate::wait::{self, Check};
 
 /// Controllers kube-controller-manager runs by default: the garbage collector (ownerReferences),
 /// namespace deletion, the StatefulSet controller, and the service-account controllers without
 /// which Pods are refused with "No API token found".
-pub const DEFAULT_CONTROLLERS: [&str; 5] =
-    ["garbagecollector", "namespace", "serviceaccount", "serviceaccount-token", "statefulset"];
+pub const DEFAULT_CONTROLLERS: [&str; 5] = [
+    "garbagecollector",
+    "namespace",
+    "serviceaccount",
+    "serviceaccount-token",
+    "statefulset",
+];
 
 /// The Service CIDR given to the apiserver.
 pub const SERVICE_CIDR: &str = "10.0.0.0/24";
@@ -85,9 +91,9 @@ pub enum TestBedError {
     /// Applying the CRDs failed.
     #[error("installing CRDs: {0}")]
     Crds(#[from] ManifestError),
-    /// A wait timed out.
+    /// A wait timed out or gave up.
     #[error(transparent)]
-    Timeout(#[from] wait::WaitTimeout),
+    Wait(#[from] wait::WaitError),
 }
 
 /// How to start a [`TestBed`].
@@ -110,7 +116,10 @@ impl Default for TestBedOptions {
 
 /// The repository root (parent of this crate's directory).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// How long each start phase took.
@@ -173,11 +182,19 @@ impl TestBed {
         }
     }
 
-    async fn start_once(binaries: &Binaries, options: &TestBedOptions) -> Result<Self, TestBedError> {
+    async fn start_once(
+        binaries: &Binaries,
+        options: &TestBedOptions,
+    ) -> Result<Self, TestBedError> {
         let started = Instant::now();
-        let dir = tempfile::Builder::new().prefix("mqtt-e2e-").tempdir().map_err(|source| {
-            TestBedError::Io { action: "creating temp dir", path: std::env::temp_dir(), source }
-        })?;
+        let dir = tempfile::Builder::new()
+            .prefix("mqtt-e2e-")
+            .tempdir()
+            .map_err(|source| TestBedError::Io {
+                action: "creating temp dir",
+                path: std::env::temp_dir(),
+                source,
+            })?;
         let root = dir.path().to_path_buf();
         let pki = ControlPlanePki::generate()?;
         let token = random_token()?;
@@ -187,17 +204,26 @@ impl TestBed {
         let serving_cert = root.join("apiserver.crt");
         let serving_key = root.join("apiserver.key");
         let sa_key = root.join("service-account.key");
+        let sa_pub = root.join("service-account.pub");
         let tokens = root.join("tokens.csv");
         let kubeconfig_path = root.join("kubeconfig");
         write(&ca_cert, &pki.ca_cert_pem, false)?;
         write(&serving_cert, &pki.serving_cert_pem, false)?;
         write(&serving_key, &pki.serving_key_pem, true)?;
         write(&sa_key, &pki.service_account_key_pem, true)?;
+        write(&sa_pub, &pki.service_account_public_pem, false)?;
         write(&tokens, &kubeconfig::token_auth_file(&token), true)?;
-        write(&kubeconfig_path, &kubeconfig::render(&server, &ca_cert, &token), true)?;
+        write(
+            &kubeconfig_path,
+            &kubeconfig::render(&server, &ca_cert, &token),
+            true,
+        )?;
         let logs = root.join("logs");
-        fs::create_dir_all(&logs)
-            .map_err(|source| TestBedError::Io { action: "creating", path: logs.clone(), source })?;
+        fs::create_dir_all(&logs).map_err(|source| TestBedError::Io {
+            action: "creating",
+            path: logs.clone(),
+            source,
+        })?;
 
         let group = ProcessGroup::start()?;
 
@@ -207,10 +233,18 @@ impl TestBed {
         cmd.arg("--name=e2e")
             .arg(format!("--data-dir={}", root.join("etcd").display()))
             .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"))
-            .arg(format!("--initial-cluster=e2e=http://127.0.0.1:{etcd_peer_port}"))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_port}"
+            ))
+            .arg(format!(
+                "--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"
+            ))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"
+            ))
+            .arg(format!(
+                "--initial-cluster=e2e=http://127.0.0.1:{etcd_peer_port}"
+            ))
             .arg("--log-level=warn")
             .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
         let etcd = group.spawn("etcd", cmd, &logs.join("etcd.log"))?;
@@ -225,15 +259,21 @@ impl TestBed {
             .arg("--advertise-address=127.0.0.1")
             .arg(format!("--secure-port={api_port}"))
             .arg("--insecure-port=0")
-            .arg(format!("--cert-dir={}", root.join("apiserver-certs").display()))
+            .arg(format!(
+                "--cert-dir={}",
+                root.join("apiserver-certs").display()
+            ))
             .arg(format!("--tls-cert-file={}", serving_cert.display()))
             .arg(format!("--tls-private-key-file={}", serving_key.display()))
             .arg(format!("--client-ca-file={}", ca_cert.display()))
             .arg(format!("--token-auth-file={}", tokens.display()))
             .arg("--authorization-mode=RBAC")
             .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!("--service-account-key-file={}", sa_key.display()))
-            .arg(format!("--service-account-signing-key-file={}", sa_key.display()))
+            .arg(format!("--service-account-key-file={}", sa_pub.display()))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                sa_key.display()
+            ))
             .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
             // On loopback the default reconciler cannot publish an Endpoints for 127.0.0.1.
             .arg("--endpoint-reconciler-type=none")
@@ -266,7 +306,10 @@ impl TestBed {
             let mut cmd = Command::new(&binaries.kube_controller_manager);
             cmd.arg(format!("--kubeconfig={}", kubeconfig_path.display()))
                 .arg(format!("--controllers={}", options.controllers.join(",")))
-                .arg(format!("--service-account-private-key-file={}", sa_key.display()))
+                .arg(format!(
+                    "--service-account-private-key-file={}",
+                    sa_key.display()
+                ))
                 .arg(format!("--root-ca-file={}", ca_cert.display()))
                 .arg("--use-service-account-credentials=false")
                 .arg("--leader-elect=false")
@@ -274,9 +317,16 @@ impl TestBed {
                 .arg("--port=0")
                 .arg("--secure-port=0")
                 .arg("--profiling=false");
-            let kcm =
-                group.spawn("kube-controller-manager", cmd, &logs.join("kube-controller-manager.log"))?;
-            if options.controllers.iter().any(|c| c == "serviceaccount-token") {
+            let kcm = group.spawn(
+                "kube-controller-manager",
+                cmd,
+                &logs.join("kube-controller-manager.log"),
+            )?;
+            if options
+                .controllers
+                .iter()
+                .any(|c| c == "serviceaccount-token")
+            {
                 wait_service_account_token(&kcm, &client, "default").await?;
             }
             Some(kcm)
@@ -381,7 +431,10 @@ impl TestBed {
     pub fn spawn(&self, name: &str, command: Command) -> Result<ManagedProcess, TestBedError> {
         let log = self.dir.path().join("logs").join(format!("{name}.log"));
         let process = self.group.spawn(name, command, &log)?;
-        self.extra.lock().unwrap_or_else(|e| e.into_inner()).push(process.pid());
+        self.extra
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(process.pid());
         Ok(process)
     }
 
@@ -391,20 +444,31 @@ impl TestBed {
         let n = self.namespaces.fetch_add(1, Ordering::Relaxed);
         let mut base: String = prefix
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
             .collect();
         base.truncate(50);
         let name = format!("{}-{n}", base.trim_matches('-'));
         let client = self.client().await?;
         let api: Api<Namespace> = Api::all(client.clone());
         let ns = Namespace {
-            metadata: ObjectMeta { name: Some(name.clone()), ..ObjectMeta::default() },
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..ObjectMeta::default()
+            },
             ..Namespace::default()
         };
-        api.create(&PostParams::default(), &ns).await.map_err(|source| TestBedError::Api {
-            action: format!("creating namespace {name}"),
-            source,
-        })?;
+        api.create(&PostParams::default(), &ns)
+            .await
+            .map_err(|source| TestBedError::Api {
+                action: format!("creating namespace {name}"),
+                source,
+            })?;
         if let Some(kcm) = &self.controller_manager {
             if self.controllers.iter().any(|c| c == "serviceaccount-token") {
                 wait_service_account_token(kcm, &client, &name).await?;
@@ -457,11 +521,18 @@ fn component_error(p: &ManagedProcess, problem: String) -> TestBedError {
 }
 
 fn write(path: &Path, text: &str, private: bool) -> Result<(), TestBedError> {
-    fs::write(path, text)
-        .map_err(|source| TestBedError::Io { action: "writing", path: path.to_path_buf(), source })?;
+    fs::write(path, text).map_err(|source| TestBedError::Io {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    })?;
     if private {
         fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|source| {
-            TestBedError::Io { action: "chmod 600", path: path.to_path_buf(), source }
+            TestBedError::Io {
+                action: "chmod 600",
+                path: path.to_path_buf(),
+                source,
+            }
         })?;
     }
     Ok(())
@@ -473,7 +544,11 @@ fn random_token() -> Result<String, TestBedError> {
     use std::io::Read;
     fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|source| TestBedError::Io { action: "reading", path: path.to_path_buf(), source })?;
+        .map_err(|source| TestBedError::Io {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(hex::encode(bytes))
 }
 
@@ -483,10 +558,10 @@ fn ports3() -> Result<[u16; 3], TestBedError> {
 }
 
 async fn client_from(kubeconfig: &Path) -> Result<Client, TestBedError> {
-    // Pin the crypto provider: with several rustls backends enabled in one build (feature
-    // unification across the workspace) rustls would refuse to pick one. Err = already set.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let err = |message: String| TestBedError::Client { path: kubeconfig.to_path_buf(), message };
+    let err = |message: String| TestBedError::Client {
+        path: kubeconfig.to_path_buf(),
+        message,
+    };
     let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| err(e.to_string()))?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
@@ -495,12 +570,21 @@ async fn client_from(kubeconfig: &Path) -> Result<Client, TestBedError> {
 }
 
 async fn wait_port(p: &ManagedProcess, port: u16, timeout: Duration) -> Result<(), TestBedError> {
-    wait::until(&format!("{} to accept connections on 127.0.0.1:{port}", p.name()), timeout, || async move {
-        if let Some(status) = p.exited() {
-            return Err(format!("EXITED: {status}"));
-        }
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(|_| ()).map_err(|e| e.to_string())
-    })
+    wait::until(
+        &format!("{} to accept connections on 127.0.0.1:{port}", p.name()),
+        timeout,
+        || async move {
+            if let Some(status) = p.exited() {
+                return Check::Fatal(format!("exited: {status}"));
+            }
+            wait::check(
+                "connect",
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .map(|_| ()),
+            )
+        },
+    )
     .await
     .map_err(|t| component_error(p, t.to_string()))?;
     if let Some(status) = p.exited() {
@@ -511,18 +595,29 @@ async fn wait_port(p: &ManagedProcess, port: u16, timeout: Duration) -> Result<(
 
 /// `/readyz` can pass before namespace `default` exists, so wait for both.
 async fn wait_ready(apiserver: &ManagedProcess, client: &Client) -> Result<(), TestBedError> {
-    wait::until("kube-apiserver /readyz and namespace default", APISERVER_READY_TIMEOUT, || async move {
-        if let Some(status) = apiserver.exited() {
-            return Err(format!("EXITED: {status}"));
-        }
-        let req = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
-        let body = client.request_text(req).await.map_err(|e| format!("/readyz: {e}"))?;
-        if body.trim() != "ok" {
-            return Err(format!("/readyz said {body:?}"));
-        }
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        namespaces.get("default").await.map(|_| ()).map_err(|e| format!("namespace default: {e}"))
-    })
+    wait::until(
+        "kube-apiserver /readyz and namespace default",
+        APISERVER_READY_TIMEOUT,
+        || async move {
+            if let Some(status) = apiserver.exited() {
+                return Check::Fatal(format!("exited: {status}"));
+            }
+            let req = match http::Request::get("/readyz").body(Vec::new()) {
+                Ok(req) => req,
+                Err(e) => return Check::Fatal(format!("building /readyz request: {e}")),
+            };
+            match client.request_text(req).await {
+                Ok(body) if body.trim() == "ok" => {}
+                Ok(body) => return Check::NotYet(format!("/readyz said {body:?}")),
+                Err(e) => return Check::NotYet(format!("/readyz: {e}")),
+            }
+            let namespaces: Api<Namespace> = Api::all(client.clone());
+            wait::check(
+                "namespace default",
+                namespaces.get("default").await.map(|_| ()),
+            )
+        },
+    )
     .await
     .map_err(|t| component_error(apiserver, t.to_string()))
 }
@@ -535,18 +630,23 @@ async fn wait_service_account_token(
     namespace: &str,
 ) -> Result<(), TestBedError> {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    let what = format!("ServiceAccount {namespace}/default to get a token from kube-controller-manager");
+    let what =
+        format!("ServiceAccount {namespace}/default to get a token from kube-controller-manager");
     wait::until(&what, Duration::from_secs(60), || {
         let api = api.clone();
         async move {
             if let Some(status) = kcm.exited() {
-                return Err(format!("kube-controller-manager EXITED: {status}"));
+                return Check::Fatal(format!("kube-controller-manager exited: {status}"));
             }
-            let sa = api.get_opt("default").await.map_err(|e| e.to_string())?;
-            match sa {
-                None => Err("no ServiceAccount default yet".to_string()),
-                Some(sa) if sa.secrets.as_ref().is_some_and(|s| !s.is_empty()) => Ok(()),
-                Some(_) => Err("ServiceAccount default has no token Secret yet".to_string()),
+            match api.get_opt("default").await {
+                Err(e) => Check::NotYet(e.to_string()),
+                Ok(None) => Check::NotYet("no ServiceAccount default yet".to_string()),
+                Ok(Some(sa)) if sa.secrets.as_ref().is_some_and(|s| !s.is_empty()) => {
+                    Check::Done(())
+                }
+                Ok(Some(_)) => {
+                    Check::NotYet("ServiceAccount default has no token Secret yet".to_string())
+                }
             }
         }
     })

@@ -34,18 +34,25 @@ pub fn k8s_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("MQTT_OPERATOR_K8S_DIR") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".cache/mqtt-operator").join(format!("k8s-{KUBERNETES_VERSION}"))
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".cache/mqtt-operator")
+        .join(format!("k8s-{KUBERNETES_VERSION}"))
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p))
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
 }
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 impl Binaries {
@@ -71,7 +78,12 @@ impl Binaries {
         let kube_controller_manager = cached("kube-controller-manager");
         let kubectl = cached("kubectl");
         if missing.is_empty() {
-            Ok(Self { etcd, kube_apiserver, kube_controller_manager, kubectl })
+            Ok(Self {
+                etcd,
+                kube_apiserver,
+                kube_controller_manager,
+                kubectl,
+            })
         } else {
             Err(MissingBinaries { missing })
         }

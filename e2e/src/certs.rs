@@ -44,9 +44,10 @@ pub struct ControlPlanePki {
     pub serving_cert_pem: String,
     /// The serving certificate's private key (PKCS#8).
     pub serving_key_pem: String,
-    /// ECDSA P-256 key (PKCS#8) that signs service-account tokens; the apiserver also reads its
-    /// public half from the same file.
+    /// ECDSA P-256 key (PKCS#8) that signs service-account tokens.
     pub service_account_key_pem: String,
+    /// Its public half (SPKI), which the apiserver verifies tokens with.
+    pub service_account_public_pem: String,
 }
 
 impl fmt::Debug for ControlPlanePki {
@@ -56,6 +57,10 @@ impl fmt::Debug for ControlPlanePki {
             .field("serving_cert_pem", &self.serving_cert_pem)
             .field("serving_key_pem", &"<redacted>")
             .field("service_account_key_pem", &"<redacted>")
+            .field(
+                "service_account_public_pem",
+                &self.service_account_public_pem,
+            )
             .finish()
     }
 }
@@ -69,7 +74,9 @@ impl ControlPlanePki {
     pub fn generate() -> Result<Self, CertError> {
         let ca_key = gen("CA key", KeyPair::generate())?;
         let mut ca_params = gen("CA params", CertificateParams::new(Vec::<String>::new()))?;
-        ca_params.distinguished_name.push(DnType::CommonName, "mqtt-operator e2e CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "mqtt-operator e2e CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
@@ -83,17 +90,31 @@ impl ControlPlanePki {
         let mut serving = gen(
             "serving params",
             CertificateParams::new(
-                SERVING_DNS_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                SERVING_DNS_NAMES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>(),
             ),
         )?;
-        serving.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        serving.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(KUBERNETES_SERVICE_IP)));
-        serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-        serving.key_usages =
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        serving
+            .subject_alt_names
+            .push(SanType::IpAddress(IpAddr::V4(KUBERNETES_SERVICE_IP)));
+        serving
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
+        serving.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         serving.use_authority_key_identifier_extension = true;
-        let serving_cert = gen("serving certificate", serving.signed_by(&serving_key, &issuer))?;
+        let serving_cert = gen(
+            "serving certificate",
+            serving.signed_by(&serving_key, &issuer),
+        )?;
 
         let sa_key = gen("service-account key", KeyPair::generate())?;
 
@@ -102,6 +123,7 @@ impl ControlPlanePki {
             serving_cert_pem: serving_cert.pem(),
             serving_key_pem: serving_key.serialize_pem(),
             service_account_key_pem: sa_key.serialize_pem(),
+            service_account_public_pem: sa_key.public_key_pem(),
         })
     }
 }
@@ -114,11 +136,16 @@ mod tests {
     fn generates_distinct_pem_material_and_hides_keys_in_debug() {
         let pki = ControlPlanePki::generate().expect("generate");
         assert!(pki.ca_cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(pki.serving_cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(pki
+            .serving_cert_pem
+            .starts_with("-----BEGIN CERTIFICATE-----"));
         assert_ne!(pki.ca_cert_pem, pki.serving_cert_pem);
         assert!(pki.serving_key_pem.contains("PRIVATE KEY"));
         assert_ne!(pki.serving_key_pem, pki.service_account_key_pem);
         let debug = format!("{pki:?}");
-        assert!(!debug.contains("PRIVATE KEY"), "keys leaked into Debug: {debug}");
+        assert!(
+            !debug.contains("PRIVATE KEY"),
+            "keys leaked into Debug: {debug}"
+        );
     }
 }

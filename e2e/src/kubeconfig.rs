@@ -43,16 +43,29 @@ mod tests {
 
     #[test]
     fn kubeconfig_names_server_ca_and_token() {
-        let text = render("https://127.0.0.1:4443", &PathBuf::from("/tmp/x/ca.crt"), "s3cret");
+        let text = render(
+            "https://127.0.0.1:4443",
+            &PathBuf::from("/tmp/x/ca.crt"),
+            "s3cret",
+        );
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("valid YAML");
-        assert_eq!(doc["clusters"][0]["cluster"]["server"], "https://127.0.0.1:4443");
-        assert_eq!(doc["clusters"][0]["cluster"]["certificate-authority"], "/tmp/x/ca.crt");
+        assert_eq!(
+            doc["clusters"][0]["cluster"]["server"],
+            "https://127.0.0.1:4443"
+        );
+        assert_eq!(
+            doc["clusters"][0]["cluster"]["certificate-authority"],
+            "/tmp/x/ca.crt"
+        );
         assert_eq!(doc["users"][0]["user"]["token"], "s3cret");
         assert_eq!(doc["current-context"], "e2e");
     }
 
     #[test]
     fn token_file_puts_admin_in_system_masters() {
-        assert_eq!(token_auth_file("abc"), "abc,e2e-admin,e2e-admin,\"system:masters\"\n");
+        assert_eq!(
+            token_auth_file("abc"),
+            "abc,e2e-admin,e2e-admin,\"system:masters\"\n"
+        );
     }
 }

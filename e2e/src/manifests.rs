@@ -10,7 +10,7 @@ use kube::discovery::{self, Scope};
 use kube::Client;
 use serde::Deserialize;
 
-use crate::wait;
+use crate::wait::{self, Check};
 
 /// Field manager of everything the test bed itself applies.
 pub const FIELD_MANAGER: &str = "mqtt-operator-e2e";
@@ -55,7 +55,7 @@ pub enum ManifestError {
     },
     /// A wait timed out.
     #[error(transparent)]
-    Timeout(#[from] wait::WaitTimeout),
+    Wait(#[from] wait::WaitError),
 }
 
 /// One parsed YAML document and the file it came from.
@@ -71,9 +71,14 @@ impl Manifest {
     /// `apiVersion`, `kind`, `metadata.name` of the document.
     pub fn identity(&self) -> Result<(String, String, String), ManifestError> {
         let field = |pointer: &str, field: &'static str| {
-            self.value.pointer(pointer).and_then(|v| v.as_str()).map(str::to_string).ok_or_else(
-                || ManifestError::Incomplete { what: self.path.display().to_string(), field },
-            )
+            self.value
+                .pointer(pointer)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| ManifestError::Incomplete {
+                    what: self.path.display().to_string(),
+                    field,
+                })
         };
         Ok((
             field("/apiVersion", "apiVersion")?,
@@ -85,14 +90,21 @@ impl Manifest {
 
 /// Reads every non-empty YAML document of `path` (multi-document files allowed).
 pub fn read_file(path: &Path) -> Result<Vec<Manifest>, ManifestError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ManifestError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_json::Value::deserialize(doc)
-            .map_err(|source| ManifestError::Parse { path: path.to_path_buf(), source })?;
+        let value = serde_json::Value::deserialize(doc).map_err(|source| ManifestError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
         if !value.is_null() {
-            out.push(Manifest { path: path.to_path_buf(), value });
+            out.push(Manifest {
+                path: path.to_path_buf(),
+                value,
+            });
         }
     }
     Ok(out)
@@ -100,13 +112,22 @@ pub fn read_file(path: &Path) -> Result<Vec<Manifest>, ManifestError> {
 
 /// Reads every `*.yaml`/`*.yml` file of `dir` in file-name order.
 pub fn read_dir(dir: &Path) -> Result<Vec<Manifest>, ManifestError> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|source| ManifestError::Read { path: dir.to_path_buf(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| ManifestError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut files = Vec::new();
     for entry in entries {
-        let path =
-            entry.map_err(|source| ManifestError::Read { path: dir.to_path_buf(), source })?.path();
-        if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+        let path = entry
+            .map_err(|source| ManifestError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
             files.push(path);
         }
     }
@@ -134,12 +155,12 @@ pub async fn apply_crds(client: &Client, crds: &[Manifest]) -> Result<Vec<String
                 field: "kind: CustomResourceDefinition",
             });
         }
-        api.patch(&name, &params, &Patch::Apply(&crd.value)).await.map_err(|source| {
-            ManifestError::Api {
+        api.patch(&name, &params, &Patch::Apply(&crd.value))
+            .await
+            .map_err(|source| ManifestError::Api {
                 action: format!("applying CRD {name} from {}", crd.path.display()),
                 source,
-            }
-        })?;
+            })?;
         names.push(name);
     }
     Ok(names)
@@ -156,12 +177,19 @@ pub async fn wait_established(
         wait::until(&format!("CRD {name} to be Established"), timeout, || {
             let api = api.clone();
             async move {
-                let crd = api.get(name).await.map_err(|e| format!("get: {e}"))?;
+                let crd = match api.get(name).await {
+                    Ok(crd) => crd,
+                    Err(e) => return Check::NotYet(format!("get: {e}")),
+                };
                 let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
                 match conditions.iter().find(|c| c.type_ == "Established") {
-                    Some(c) if c.status == "True" => Ok(()),
-                    Some(c) => Err(format!("Established={} ({})", c.status, c.message.clone().unwrap_or_default())),
-                    None => Err("no Established condition yet".to_string()),
+                    Some(c) if c.status == "True" => Check::Done(()),
+                    Some(c) => Check::NotYet(format!(
+                        "Established={} ({})",
+                        c.status,
+                        c.message.clone().unwrap_or_default()
+                    )),
+                    None => Check::NotYet("no Established condition yet".to_string()),
                 }
             }
         })
@@ -183,9 +211,12 @@ pub async fn api_for(
         None => (String::new(), api_version.clone()),
     };
     let gvk = GroupVersionKind::gvk(&group, &version, &kind);
-    let (resource, caps) = discovery::pinned_kind(client, &gvk).await.map_err(|source| {
-        ManifestError::Api { action: format!("discovering {api_version} {kind}"), source }
-    })?;
+    let (resource, caps) = discovery::pinned_kind(client, &gvk)
+        .await
+        .map_err(|source| ManifestError::Api {
+            action: format!("discovering {api_version} {kind}"),
+            source,
+        })?;
     Ok(match caps.scope {
         Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
         Scope::Cluster => Api::all_with(client.clone(), &resource),
@@ -204,19 +235,29 @@ pub async fn apply(
     if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         meta.remove("namespace");
     }
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&value))
-        .await
-        .map_err(|source| ManifestError::Api {
-            action: format!("applying {kind} {namespace}/{name} from {}", manifest.path.display()),
-            source,
-        })
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .map_err(|source| ManifestError::Api {
+        action: format!(
+            "applying {kind} {namespace}/{name} from {}",
+            manifest.path.display()
+        ),
+        source,
+    })
 }
 
 impl ManifestError {
     /// The server's `Status` when the server refused the request (e.g. a 422 Invalid).
     pub fn server_status(&self) -> Option<&kube::core::Status> {
         match self {
-            ManifestError::Api { source: kube::Error::Api(status), .. } => Some(status),
+            ManifestError::Api {
+                source: kube::Error::Api(status),
+                ..
+            } => Some(status),
             _ => None,
         }
     }

@@ -72,7 +72,10 @@ impl ProcessGroup {
             .process_group(0)
             .spawn()
             .map_err(ProcessError::Watchdog)?;
-        Ok(Self { pgid: watchdog.id(), watchdog: Mutex::new(Some(watchdog)) })
+        Ok(Self {
+            pgid: watchdog.id(),
+            watchdog: Mutex::new(Some(watchdog)),
+        })
     }
 
     /// The process group id (the watchdog's pid).
@@ -92,11 +95,14 @@ impl ProcessGroup {
         mut command: Command,
         log: &Path,
     ) -> Result<ManagedProcess, ProcessError> {
-        let out = File::create(log)
-            .map_err(|source| ProcessError::Log { path: log.to_path_buf(), source })?;
-        let err = out
-            .try_clone()
-            .map_err(|source| ProcessError::Log { path: log.to_path_buf(), source })?;
+        let out = File::create(log).map_err(|source| ProcessError::Log {
+            path: log.to_path_buf(),
+            source,
+        })?;
+        let err = out.try_clone().map_err(|source| ProcessError::Log {
+            path: log.to_path_buf(),
+            source,
+        })?;
         let program = command.get_program().to_string_lossy().into_owned();
         let child = command
             .stdin(Stdio::null())
@@ -104,7 +110,11 @@ impl ProcessGroup {
             .stderr(err)
             .process_group(self.pgid as i32)
             .spawn()
-            .map_err(|source| ProcessError::Spawn { name: name.to_string(), program, source })?;
+            .map_err(|source| ProcessError::Spawn {
+                name: name.to_string(),
+                program,
+                source,
+            })?;
         Ok(ManagedProcess {
             name: name.to_string(),
             pid: child.id(),
@@ -118,7 +128,11 @@ impl ProcessGroup {
     pub fn kill_all(&self) {
         // ESRCH (group already gone) is fine: that is the goal.
         let _ = killpg(Pid::from_raw(self.pgid as i32), Signal::SIGKILL);
-        if let Some(mut watchdog) = self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).take()
+        if let Some(mut watchdog) = self
+            .watchdog
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
         {
             let _ = watchdog.kill();
             let _ = watchdog.wait();
@@ -224,7 +238,10 @@ pub fn is_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         // Format: "pid (comm) S ..."; comm may contain spaces or parens, so split after the last ')'.
-        Ok(stat) => match stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) {
+        Ok(stat) => match stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+        {
             Some("Z") | Some("X") => false,
             _ => true,
         },

@@ -35,7 +35,9 @@ pub fn shared() -> Option<&'static TestBed> {
                 .enable_all()
                 .build()
                 .map_err(|e| format!("building a tokio runtime: {e}"))?;
-            runtime.block_on(TestBed::start()).map_err(|e| e.to_string())
+            runtime
+                .block_on(TestBed::start())
+                .map_err(|e| e.to_string())
         })
         .join()
         .unwrap_or_else(|_| Err("the thread starting the test bed panicked".to_string()))
@@ -51,7 +53,9 @@ pub fn shared() -> Option<&'static TestBed> {
 pub fn binaries_or_skip() -> Option<Binaries> {
     match Binaries::locate() {
         Ok(b) => Some(b),
-        Err(missing) if in_ci() => panic!("CI=true and the e2e test bed is not installed: {missing}"),
+        Err(missing) if in_ci() => {
+            panic!("CI=true and the e2e test bed is not installed: {missing}")
+        }
         Err(missing) => {
             eprintln!("SKIPPED (not CI): {missing}");
             None

@@ -4,35 +4,78 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// A wait that did not finish in time.
-#[derive(Debug, thiserror::Error)]
-#[error("timed out after {waited:.1?} waiting for {what}; last observation: {last}")]
-pub struct WaitTimeout {
-    /// What was awaited.
-    pub what: String,
-    /// How long it waited.
-    pub waited: Duration,
-    /// The probe's last report of why the condition did not hold yet.
-    pub last: String,
+/// One observation of a polled condition.
+#[derive(Debug)]
+pub enum Check<T> {
+    /// The condition holds; the wait returns this value.
+    Done(T),
+    /// Not yet; the text says what was seen (kept for the timeout message).
+    NotYet(String),
+    /// It never will (e.g. the process exited); stop waiting now.
+    Fatal(String),
 }
 
-/// Polls `probe` until it returns `Ok(value)` or `timeout` passes. `Err(reason)` means "not yet"
-/// and is kept for the timeout message. Poll interval starts at 50 ms and doubles up to 1 s.
-pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T, WaitTimeout>
+/// A wait that ended without the condition holding.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The deadline passed.
+    #[error("timed out after {waited:.1?} waiting for {what}; last observation: {last}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// How long it waited.
+        waited: Duration,
+        /// The probe's last report of why the condition did not hold yet.
+        last: String,
+    },
+    /// The probe reported that the condition cannot become true.
+    #[error("gave up waiting for {what} after {waited:.1?}: {reason}")]
+    Fatal {
+        /// What was awaited.
+        what: String,
+        /// How long it waited.
+        waited: Duration,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Polls `probe` until it returns [`Check::Done`], [`Check::Fatal`], or `timeout` passes. Poll
+/// interval starts at 50 ms and doubles up to 1 s.
+pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T, WaitError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
+    Fut: Future<Output = Check<T>>,
 {
     let start = Instant::now();
     let mut interval = Duration::from_millis(50);
     let mut last = String::from("(never polled)");
     while start.elapsed() < timeout {
         match probe().await {
-            Ok(value) => return Ok(value),
-            Err(reason) => last = reason,
+            Check::Done(value) => return Ok(value),
+            Check::NotYet(reason) => last = reason,
+            Check::Fatal(reason) => {
+                return Err(WaitError::Fatal {
+                    what: what.to_string(),
+                    waited: start.elapsed(),
+                    reason,
+                })
+            }
         }
         tokio::time::sleep(interval.min(timeout.saturating_sub(start.elapsed()))).await;
         interval = (interval * 2).min(Duration::from_secs(1));
     }
-    Err(WaitTimeout { what: what.to_string(), waited: start.elapsed(), last })
+    Err(WaitError::Timeout {
+        what: what.to_string(),
+        waited: start.elapsed(),
+        last,
+    })
+}
+
+/// Maps a `Result` to [`Check::Done`] or [`Check::NotYet`] (with the error's text).
+pub fn check<T, E: std::fmt::Display>(context: &str, result: Result<T, E>) -> Check<T> {
+    match result {
+        Ok(v) => Check::Done(v),
+        Err(e) => Check::NotYet(format!("{context}: {e}")),
+    }
 }
