@@ -662,7 +662,9 @@ pub struct CoreStatus {
     /// Core nodes ready (joined the raft cluster and serving).
     pub ready: i32,
     /// `ready/desired`, for `kubectl get`.
-    #[serde(default)]
+    // No schema default: kube-apiserver 1.20 rejects `default: ''` on a string ("must be of type
+    // string: null"), which made the whole CRD fail to install on the e2e test bed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub readiness: String,
 }
 
