@@ -20,6 +20,7 @@ pub mod certs;
 pub mod kubeconfig;
 pub mod manifests;
 pub mod process;
+pub mod schema;
 pub mod shared;
 pub mod wait;
 
