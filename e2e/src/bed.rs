@@ -225,7 +225,8 @@ impl TestBed {
             source,
         })?;
 
-        let group = ProcessGroup::start()?;
+        let keep = std::env::var_os("MQTT_OPERATOR_E2E_KEEP").is_some_and(|v| v == "1");
+        let group = ProcessGroup::start(if keep { None } else { Some(&root) })?;
 
         // etcd
         let phase = Instant::now();

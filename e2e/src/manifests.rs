@@ -262,3 +262,18 @@ impl ManifestError {
         }
     }
 }
+
+/// The repository's CRDs, `crds/generated/*.yaml`.
+pub fn repo_crds() -> Result<Vec<Manifest>, ManifestError> {
+    read_dir(&crate::bed::repo_root().join("crds/generated"))
+}
+
+/// The repository's quickstart, `manifests/examples/quickstart/*.yaml`, in apply order.
+pub fn quickstart() -> Result<Vec<Manifest>, ManifestError> {
+    read_dir(&crate::bed::repo_root().join("manifests/examples/quickstart"))
+}
+
+/// The first manifest of `kind` in `manifests`.
+pub fn first_of_kind<'a>(manifests: &'a [Manifest], kind: &str) -> Option<&'a Manifest> {
+    manifests.iter().find(|m| m.value["kind"] == kind)
+}

@@ -54,18 +54,30 @@ pub struct ProcessGroup {
     watchdog: Mutex<Option<Child>>,
 }
 
-/// The watchdog: while the test process (`$1`) lives, sleep; then kill the whole group (`0` is
-/// the caller's own group, which this shell leads).
-const WATCHDOG_SCRIPT: &str = "while kill -0 \"$1\" 2>/dev/null; do sleep 0.2; done; kill -9 0";
+/// The watchdog: while the test process (`$1`) lives, sleep; then kill the whole group it leads.
+/// With a directory to remove (`$2`), the kill is done by a `setsid` child (outside the group, so
+/// it survives the kill) that then removes the directory; otherwise the watchdog kills its own
+/// group (`0`).
+const WATCHDOG_SCRIPT: &str = "while kill -0 \"$1\" 2>/dev/null; do sleep 0.2; done; \
+     if [ -n \"$2\" ]; then \
+       exec setsid sh -c 'kill -9 -\"$1\"; sleep 0.5; rm -rf -- \"$2\"' cleaner \"$$\" \"$2\"; \
+     fi; \
+     kill -9 0";
 
 impl ProcessGroup {
-    /// Starts the watchdog as leader of a new process group.
-    pub fn start() -> Result<Self, ProcessError> {
+    /// Starts the watchdog as leader of a new process group. When the test process dies without
+    /// dropping the group, the watchdog kills the group and then removes `cleanup_dir`, if given.
+    pub fn start(cleanup_dir: Option<&Path>) -> Result<Self, ProcessError> {
         let watchdog = Command::new("sh")
             .arg("-c")
             .arg(WATCHDOG_SCRIPT)
             .arg("mqtt-e2e-watchdog")
             .arg(std::process::id().to_string())
+            .arg(
+                cleanup_dir
+                    .map(|d| d.as_os_str().to_owned())
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -107,13 +107,19 @@ pub fn simple_json_path<'a>(object: &'a Value, path: &str) -> Option<&'a Value> 
 pub fn violations(schema: &Value, object: &Value) -> Vec<Violation> {
     let mut out = Vec::new();
     let root_required = required(schema);
-    if let (Some(spec_schema), Some(spec)) = (schema.pointer("/properties/spec"), object.get("spec")) {
+    if let (Some(spec_schema), Some(spec)) =
+        (schema.pointer("/properties/spec"), object.get("spec"))
+    {
         if root_required.contains(&"spec") && spec_schema.get("default").is_none() {
             let mut broken = object.clone();
             if let Some(map) = broken.as_object_mut() {
                 map.remove("spec");
             }
-            out.push(Violation { kind: ViolationKind::MissingRequired, path: "spec".into(), object: broken });
+            out.push(Violation {
+                kind: ViolationKind::MissingRequired,
+                path: "spec".into(),
+                object: broken,
+            });
         }
         let mut path = vec![Segment::Key("spec".into())];
         walk(spec_schema, spec, &mut path, object, &mut out);
@@ -155,9 +161,12 @@ fn schema_type(schema: &Value) -> Option<&str> {
 }
 
 fn is_free_form(schema: &Value) -> bool {
-    ["x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields"]
-        .iter()
-        .any(|k| schema.get(*k).and_then(Value::as_bool).unwrap_or(false))
+    [
+        "x-kubernetes-int-or-string",
+        "x-kubernetes-preserve-unknown-fields",
+    ]
+    .iter()
+    .any(|k| schema.get(*k).and_then(Value::as_bool).unwrap_or(false))
 }
 
 /// Replaces the value at `path` (which exists) inside a copy of `root`.
@@ -191,15 +200,22 @@ fn with_value(root: &Value, path: &[Segment], value: Option<Value>) -> Value {
     copy
 }
 
-fn walk(schema: &Value, value: &Value, path: &mut Vec<Segment>, root: &Value, out: &mut Vec<Violation>) {
+fn walk(
+    schema: &Value,
+    value: &Value,
+    path: &mut Vec<Segment>,
+    root: &Value,
+    out: &mut Vec<Violation>,
+) {
     if is_free_form(schema) {
         return;
     }
     match value {
         Value::Object(map) => {
             for name in required(schema) {
-                let has_default =
-                    schema.pointer(&format!("/properties/{name}/default")).is_some();
+                let has_default = schema
+                    .pointer(&format!("/properties/{name}/default"))
+                    .is_some();
                 if map.contains_key(name) && !has_default {
                     path.push(Segment::Key(name.to_string()));
                     out.push(Violation {
@@ -304,9 +320,15 @@ mod tests {
     #[test]
     fn simple_json_path_resolves_plain_paths_only() {
         let obj = json!({"spec": {"clusterRef": {"name": "q"}}});
-        assert_eq!(simple_json_path(&obj, ".spec.clusterRef.name"), Some(&json!("q")));
+        assert_eq!(
+            simple_json_path(&obj, ".spec.clusterRef.name"),
+            Some(&json!("q"))
+        );
         assert_eq!(simple_json_path(&obj, ".spec.missing"), None);
-        assert_eq!(simple_json_path(&obj, ".status.conditions[?(@.type==\"Ready\")].status"), None);
+        assert_eq!(
+            simple_json_path(&obj, ".status.conditions[?(@.type==\"Ready\")].status"),
+            None
+        );
     }
 
     #[test]
@@ -314,8 +336,10 @@ mod tests {
         let crd = crd();
         let schema = open_api_schema(&crd).unwrap();
         let obj = json!({"spec": {"size": 3, "mode": "slow", "quantity": "1Gi", "routes": [{"on": true}]}});
-        let mut found: Vec<(String, ViolationKind)> =
-            violations(schema, &obj).into_iter().map(|v| (v.path, v.kind)).collect();
+        let mut found: Vec<(String, ViolationKind)> = violations(schema, &obj)
+            .into_iter()
+            .map(|v| (v.path, v.kind))
+            .collect();
         found.sort_by_key(|(path, kind)| (path.clone(), format!("{kind:?}")));
         // `mode` has a default, so removing it is no violation; `quantity` is int-or-string.
         assert_eq!(
@@ -339,11 +363,16 @@ mod tests {
             match v.path.as_str() {
                 "spec" => assert_eq!(v.object, json!({})),
                 "spec.size" if v.kind == ViolationKind::MissingRequired => {
-                    assert_eq!(v.object, json!({"spec": {"mode": "slow", "routes": [{"on": true}]}}))
+                    assert_eq!(
+                        v.object,
+                        json!({"spec": {"mode": "slow", "routes": [{"on": true}]}})
+                    )
                 }
                 "spec.size" => assert_eq!(v.object["spec"]["size"], INVALID_TEXT),
                 "spec.mode" => assert_eq!(v.object["spec"]["mode"], INVALID_TEXT),
-                "spec.routes[0].on" => assert_eq!(v.object["spec"]["routes"][0]["on"], INVALID_TEXT),
+                "spec.routes[0].on" => {
+                    assert_eq!(v.object["spec"]["routes"][0]["on"], INVALID_TEXT)
+                }
                 other => panic!("unexpected violation at {other}"),
             }
         }

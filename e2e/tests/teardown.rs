@@ -120,4 +120,19 @@ fn an_aborted_test_process_leaves_no_orphans() {
         alive.is_empty(),
         "orphans after the probe aborted: {alive:?} of {pids:?}"
     );
+    // ...and removes the bed's directory shortly after.
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("DIR "))
+        .expect("DIR line");
+    let dir = std::path::Path::new(dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while dir.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !dir.exists(),
+        "{} left behind after the probe aborted",
+        dir.display()
+    );
 }

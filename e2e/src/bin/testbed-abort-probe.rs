@@ -22,6 +22,7 @@ async fn main() {
     };
     let pids: Vec<String> = bed.pids().iter().map(|(_, pid)| pid.to_string()).collect();
     println!("PIDS {}", pids.join(" "));
+    println!("DIR {}", bed.dir().display());
     let _ = std::io::stdout().flush();
     std::process::abort();
 }
