@@ -86,7 +86,7 @@ pub enum TestBedError {
         /// What was being done.
         action: String,
         /// The client error.
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// Applying the CRDs failed.
     #[error("installing CRDs: {0}")]
@@ -468,7 +468,7 @@ impl TestBed {
             .await
             .map_err(|source| TestBedError::Api {
                 action: format!("creating namespace {name}"),
-                source,
+                source: Box::new(source),
             })?;
         if let Some(kcm) = &self.controller_manager {
             if self.controllers.iter().any(|c| c == "serviceaccount-token") {

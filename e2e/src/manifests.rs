@@ -51,7 +51,7 @@ pub enum ManifestError {
         /// What was being done.
         action: String,
         /// The client error.
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// A wait timed out.
     #[error(transparent)]
@@ -159,7 +159,7 @@ pub async fn apply_crds(client: &Client, crds: &[Manifest]) -> Result<Vec<String
             .await
             .map_err(|source| ManifestError::Api {
                 action: format!("applying CRD {name} from {}", crd.path.display()),
-                source,
+                source: Box::new(source),
             })?;
         names.push(name);
     }
@@ -215,7 +215,7 @@ pub async fn api_for(
         .await
         .map_err(|source| ManifestError::Api {
             action: format!("discovering {api_version} {kind}"),
-            source,
+            source: Box::new(source),
         })?;
     Ok(match caps.scope {
         Scope::Namespaced => Api::namespaced_with(client.clone(), namespace, &resource),
@@ -246,7 +246,7 @@ pub async fn apply(
             "applying {kind} {namespace}/{name} from {}",
             manifest.path.display()
         ),
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -254,10 +254,10 @@ impl ManifestError {
     /// The server's `Status` when the server refused the request (e.g. a 422 Invalid).
     pub fn server_status(&self) -> Option<&kube::core::Status> {
         match self {
-            ManifestError::Api {
-                source: kube::Error::Api(status),
-                ..
-            } => Some(status),
+            ManifestError::Api { source, .. } => match source.as_ref() {
+                kube::Error::Api(status) => Some(status),
+                _ => None,
+            },
             _ => None,
         }
     }

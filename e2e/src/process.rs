@@ -250,13 +250,12 @@ pub fn is_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => false,
         // Format: "pid (comm) S ..."; comm may contain spaces or parens, so split after the last ')'.
-        Ok(stat) => match stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next())
-        {
-            Some("Z") | Some("X") => false,
-            _ => true,
-        },
+        Ok(stat) => {
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].split_whitespace().next());
+            !matches!(state, Some("Z" | "X"))
+        }
     }
 }
 

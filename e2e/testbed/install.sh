@@ -116,7 +116,7 @@ say "apt-get source kubernetes (into $work)"
 (cd "$work" && apt-get source -qq kubernetes) || die "apt-get source kubernetes failed"
 srcdir="$(find "$work" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -n1)"
 [ -n "$srcdir" ] || die "no kubernetes-* directory after apt-get source in $work"
-grep -q "gitVersion.*v$version\|$version" "$srcdir/debian/changelog" ||
+grep -q "$version" "$srcdir/debian/changelog" ||
   die "unexpected kubernetes source version in $srcdir (want $version)"
 say "source: $srcdir"
 
