@@ -559,6 +559,9 @@ fn ports3() -> Result<[u16; 3], TestBedError> {
 }
 
 async fn client_from(kubeconfig: &Path) -> Result<Client, TestBedError> {
+    // Pin the crypto provider: with several rustls backends enabled in one build (feature
+    // unification across the workspace) rustls would refuse to pick one. Err = already set.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let err = |message: String| TestBedError::Client {
         path: kubeconfig.to_path_buf(),
         message,
