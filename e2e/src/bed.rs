@@ -7,17 +7,18 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 
 use crate::binaries::{Binaries, MissingBinaries};
 use crate::certs::{CertError, ControlPlanePki};
+use crate::components::{self, ComponentError, Layout};
 use crate::kubeconfig;
 use crate::manifests::{self, ManifestError};
 use crate::process::{self, ManagedProcess, ProcessError, ProcessGroup};
-use crate::wait::{self, Check};
+use crate::wait;
 
 /// Controllers kube-controller-manager runs by default: the garbage collector (ownerReferences),
 /// namespace deletion, the StatefulSet controller, and the service-account controllers without
@@ -30,11 +31,6 @@ pub const DEFAULT_CONTROLLERS: [&str; 5] = [
     "statefulset",
 ];
 
-/// The Service CIDR given to the apiserver.
-pub const SERVICE_CIDR: &str = "10.0.0.0/24";
-
-/// How long the apiserver may take to serve `/readyz` (normally ~5 s on 2 cores).
-const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Start attempts when a reserved port was taken by someone else before a server bound it.
 const START_ATTEMPTS: u32 = 3;
 
@@ -61,17 +57,8 @@ pub enum TestBedError {
         source: std::io::Error,
     },
     /// A component exited or never became ready.
-    #[error("{component} {problem}\n--- last lines of {log} ---\n{tail}")]
-    Component {
-        /// etcd, kube-apiserver, kube-controller-manager.
-        component: String,
-        /// What went wrong.
-        problem: String,
-        /// Its log file.
-        log: PathBuf,
-        /// The end of its log.
-        tail: String,
-    },
+    #[error(transparent)]
+    Component(#[from] ComponentError),
     /// The kubeconfig could not be turned into a client.
     #[error("building a client from {path}: {message}")]
     Client {
@@ -171,8 +158,8 @@ impl TestBed {
         let mut attempt = 1;
         loop {
             match Self::start_once(&binaries, &options).await {
-                Err(TestBedError::Component { ref tail, .. })
-                    if attempt < START_ATTEMPTS && tail.contains("address already in use") =>
+                Err(TestBedError::Component(ref c))
+                    if attempt < START_ATTEMPTS && c.tail.contains("address already in use") =>
                 {
                     eprintln!("testbed: port conflict on attempt {attempt}, retrying");
                     attempt += 1;
@@ -196,93 +183,44 @@ impl TestBed {
                 source,
             })?;
         let root = dir.path().to_path_buf();
+        let layout = Layout::new(&root, ports3()?);
         let pki = ControlPlanePki::generate()?;
         let token = random_token()?;
-        let [etcd_port, etcd_peer_port, api_port] = ports3()?;
-        let server = format!("https://127.0.0.1:{api_port}");
-        let ca_cert = root.join("ca.crt");
-        let serving_cert = root.join("apiserver.crt");
-        let serving_key = root.join("apiserver.key");
-        let sa_key = root.join("service-account.key");
-        let sa_pub = root.join("service-account.pub");
-        let tokens = root.join("tokens.csv");
-        let kubeconfig_path = root.join("kubeconfig");
-        write(&ca_cert, &pki.ca_cert_pem, false)?;
-        write(&serving_cert, &pki.serving_cert_pem, false)?;
-        write(&serving_key, &pki.serving_key_pem, true)?;
-        write(&sa_key, &pki.service_account_key_pem, true)?;
-        write(&sa_pub, &pki.service_account_public_pem, false)?;
-        write(&tokens, &kubeconfig::token_auth_file(&token), true)?;
-        write(
-            &kubeconfig_path,
-            &kubeconfig::render(&server, &ca_cert, &token),
-            true,
-        )?;
-        let logs = root.join("logs");
-        fs::create_dir_all(&logs).map_err(|source| TestBedError::Io {
+        let server = layout.server_url();
+        write(&layout.ca_cert, &pki.ca_cert_pem, false)?;
+        write(&layout.serving_cert, &pki.serving_cert_pem, false)?;
+        write(&layout.serving_key, &pki.serving_key_pem, true)?;
+        write(&layout.sa_key, &pki.service_account_key_pem, true)?;
+        write(&layout.sa_pub, &pki.service_account_public_pem, false)?;
+        write(&layout.tokens, &kubeconfig::token_auth_file(&token), true)?;
+        let kubeconfig_text = kubeconfig::render(&server, &layout.ca_cert, &token);
+        write(&layout.kubeconfig, &kubeconfig_text, true)?;
+        fs::create_dir_all(&layout.logs).map_err(|source| TestBedError::Io {
             action: "creating",
-            path: logs.clone(),
+            path: layout.logs.clone(),
             source,
         })?;
 
         let keep = std::env::var_os("MQTT_OPERATOR_E2E_KEEP").is_some_and(|v| v == "1");
         let group = ProcessGroup::start(if keep { None } else { Some(&root) })?;
 
-        // etcd
         let phase = Instant::now();
-        let mut cmd = Command::new(&binaries.etcd);
-        cmd.arg("--name=e2e")
-            .arg(format!("--data-dir={}", root.join("etcd").display()))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!(
-                "--advertise-client-urls=http://127.0.0.1:{etcd_port}"
-            ))
-            .arg(format!(
-                "--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"
-            ))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"
-            ))
-            .arg(format!(
-                "--initial-cluster=e2e=http://127.0.0.1:{etcd_peer_port}"
-            ))
-            .arg("--log-level=warn")
-            .env("ETCD_UNSUPPORTED_ARCH", std::env::consts::ARCH);
-        let etcd = group.spawn("etcd", cmd, &logs.join("etcd.log"))?;
-        wait_port(&etcd, etcd_port, Duration::from_secs(30)).await?;
+        let etcd = group.spawn(
+            "etcd",
+            components::etcd_command(&binaries.etcd, &layout),
+            &layout.logs.join("etcd.log"),
+        )?;
+        components::wait_port(&etcd, layout.etcd_port, Duration::from_secs(30)).await?;
         let etcd_time = phase.elapsed();
 
-        // kube-apiserver
         let phase = Instant::now();
-        let mut cmd = Command::new(&binaries.kube_apiserver);
-        cmd.arg(format!("--etcd-servers=http://127.0.0.1:{etcd_port}"))
-            .arg("--bind-address=127.0.0.1")
-            .arg("--advertise-address=127.0.0.1")
-            .arg(format!("--secure-port={api_port}"))
-            .arg("--insecure-port=0")
-            .arg(format!(
-                "--cert-dir={}",
-                root.join("apiserver-certs").display()
-            ))
-            .arg(format!("--tls-cert-file={}", serving_cert.display()))
-            .arg(format!("--tls-private-key-file={}", serving_key.display()))
-            .arg(format!("--client-ca-file={}", ca_cert.display()))
-            .arg(format!("--token-auth-file={}", tokens.display()))
-            .arg("--authorization-mode=RBAC")
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!("--service-account-key-file={}", sa_pub.display()))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                sa_key.display()
-            ))
-            .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
-            // On loopback the default reconciler cannot publish an Endpoints for 127.0.0.1.
-            .arg("--endpoint-reconciler-type=none")
-            .arg("--allow-privileged=true")
-            .arg("--profiling=false");
-        let apiserver = group.spawn("kube-apiserver", cmd, &logs.join("kube-apiserver.log"))?;
-        let client = client_from(&kubeconfig_path).await?;
-        wait_ready(&apiserver, &client).await?;
+        let apiserver = group.spawn(
+            "kube-apiserver",
+            components::apiserver_command(&binaries.kube_apiserver, &layout),
+            &layout.logs.join("kube-apiserver.log"),
+        )?;
+        let client = client_from(&layout.kubeconfig).await?;
+        components::wait_ready(&apiserver, &client).await?;
         let apiserver_time = phase.elapsed();
 
         // CRDs
@@ -304,31 +242,21 @@ impl TestBed {
         let controller_manager = if options.controllers.is_empty() {
             None
         } else {
-            let mut cmd = Command::new(&binaries.kube_controller_manager);
-            cmd.arg(format!("--kubeconfig={}", kubeconfig_path.display()))
-                .arg(format!("--controllers={}", options.controllers.join(",")))
-                .arg(format!(
-                    "--service-account-private-key-file={}",
-                    sa_key.display()
-                ))
-                .arg(format!("--root-ca-file={}", ca_cert.display()))
-                .arg("--use-service-account-credentials=false")
-                .arg("--leader-elect=false")
-                // No serving at all: nothing needs its metrics or health endpoints.
-                .arg("--port=0")
-                .arg("--secure-port=0")
-                .arg("--profiling=false");
             let kcm = group.spawn(
                 "kube-controller-manager",
-                cmd,
-                &logs.join("kube-controller-manager.log"),
+                components::controller_manager_command(
+                    &binaries.kube_controller_manager,
+                    &layout,
+                    &options.controllers,
+                ),
+                &layout.logs.join("kube-controller-manager.log"),
             )?;
             if options
                 .controllers
                 .iter()
                 .any(|c| c == "serviceaccount-token")
             {
-                wait_service_account_token(&kcm, &client, "default").await?;
+                components::wait_service_account_token(&kcm, &client, "default").await?;
             }
             Some(kcm)
         };
@@ -360,8 +288,8 @@ impl TestBed {
             extra: std::sync::Mutex::new(Vec::new()),
             binaries: binaries.clone(),
             server,
-            kubeconfig: kubeconfig_path,
-            ca_cert,
+            kubeconfig: layout.kubeconfig.clone(),
+            ca_cert: layout.ca_cert.clone(),
             crds,
             controllers: options.controllers.clone(),
             startup,
@@ -472,7 +400,7 @@ impl TestBed {
             })?;
         if let Some(kcm) = &self.controller_manager {
             if self.controllers.iter().any(|c| c == "serviceaccount-token") {
-                wait_service_account_token(kcm, &client, &name).await?;
+                components::wait_service_account_token(kcm, &client, &name).await?;
             }
         }
         Ok(name)
@@ -484,7 +412,7 @@ impl TestBed {
         procs.extend(self.controller_manager.as_ref());
         for p in procs {
             if let Some(status) = p.exited() {
-                return Err(component_error(p, format!("exited: {status}")));
+                return Err(components::exited(p, &status).into());
             }
         }
         Ok(())
@@ -509,15 +437,6 @@ impl Drop for TestBed {
                 eprintln!("testbed: kept {}", kept.display());
             }
         }
-    }
-}
-
-fn component_error(p: &ManagedProcess, problem: String) -> TestBedError {
-    TestBedError::Component {
-        component: p.name().to_string(),
-        problem,
-        log: p.log_path().to_path_buf(),
-        tail: p.log_tail(25),
     }
 }
 
@@ -571,89 +490,4 @@ async fn client_from(kubeconfig: &Path) -> Result<Client, TestBedError> {
         .await
         .map_err(|e| err(e.to_string()))?;
     Client::try_from(config).map_err(|e| err(e.to_string()))
-}
-
-async fn wait_port(p: &ManagedProcess, port: u16, timeout: Duration) -> Result<(), TestBedError> {
-    wait::until(
-        &format!("{} to accept connections on 127.0.0.1:{port}", p.name()),
-        timeout,
-        || async move {
-            if let Some(status) = p.exited() {
-                return Check::Fatal(format!("exited: {status}"));
-            }
-            wait::check(
-                "connect",
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .map(|_| ()),
-            )
-        },
-    )
-    .await
-    .map_err(|t| component_error(p, t.to_string()))?;
-    if let Some(status) = p.exited() {
-        return Err(component_error(p, format!("exited: {status}")));
-    }
-    Ok(())
-}
-
-/// `/readyz` can pass before namespace `default` exists, so wait for both.
-async fn wait_ready(apiserver: &ManagedProcess, client: &Client) -> Result<(), TestBedError> {
-    wait::until(
-        "kube-apiserver /readyz and namespace default",
-        APISERVER_READY_TIMEOUT,
-        || async move {
-            if let Some(status) = apiserver.exited() {
-                return Check::Fatal(format!("exited: {status}"));
-            }
-            let req = match http::Request::get("/readyz").body(Vec::new()) {
-                Ok(req) => req,
-                Err(e) => return Check::Fatal(format!("building /readyz request: {e}")),
-            };
-            match client.request_text(req).await {
-                Ok(body) if body.trim() == "ok" => {}
-                Ok(body) => return Check::NotYet(format!("/readyz said {body:?}")),
-                Err(e) => return Check::NotYet(format!("/readyz: {e}")),
-            }
-            let namespaces: Api<Namespace> = Api::all(client.clone());
-            wait::check(
-                "namespace default",
-                namespaces.get("default").await.map(|_| ()),
-            )
-        },
-    )
-    .await
-    .map_err(|t| component_error(apiserver, t.to_string()))
-}
-
-/// Waits until the `default` ServiceAccount of `namespace` has a token Secret, i.e. the
-/// controller-manager's serviceaccount and serviceaccount-token controllers are working.
-async fn wait_service_account_token(
-    kcm: &ManagedProcess,
-    client: &Client,
-    namespace: &str,
-) -> Result<(), TestBedError> {
-    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    let what =
-        format!("ServiceAccount {namespace}/default to get a token from kube-controller-manager");
-    wait::until(&what, Duration::from_secs(60), || {
-        let api = api.clone();
-        async move {
-            if let Some(status) = kcm.exited() {
-                return Check::Fatal(format!("kube-controller-manager exited: {status}"));
-            }
-            match api.get_opt("default").await {
-                Err(e) => Check::NotYet(e.to_string()),
-                Ok(None) => Check::NotYet("no ServiceAccount default yet".to_string()),
-                Ok(Some(sa)) if sa.secrets.as_ref().is_some_and(|s| !s.is_empty()) => {
-                    Check::Done(())
-                }
-                Ok(Some(_)) => {
-                    Check::NotYet("ServiceAccount default has no token Secret yet".to_string())
-                }
-            }
-        }
-    })
-    .await
-    .map_err(|t| component_error(kcm, t.to_string()))
 }

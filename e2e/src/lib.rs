@@ -17,6 +17,7 @@
 pub mod bed;
 pub mod binaries;
 pub mod certs;
+pub mod components;
 pub mod kubeconfig;
 pub mod manifests;
 pub mod process;
