@@ -15,7 +15,8 @@
 set -euo pipefail
 
 version="1.20.2"
-cache="${MQTT_OPERATOR_K8S_DIR:-$HOME/.cache/mqtt-operator/k8s-$version}"
+home="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
+cache="${MQTT_OPERATOR_K8S_DIR:-$home/.cache/mqtt-operator/k8s-$version}"
 bin="$cache/bin"
 stamp="$cache/stamp"
 # Bump when the build recipe changes so caches built by an older recipe are rebuilt.
