@@ -13,6 +13,9 @@
 #   MQTT_OPERATOR_K8S_DIR  cache directory (default $HOME/.cache/mqtt-operator/k8s-1.20.2)
 #   MQTT_OPERATOR_K8S_KEEP_SRC=1  keep the unpacked source tree after a successful build
 set -euo pipefail
+# The body is one compound command, so bash parses all of it before running: editing or checking
+# out this file during the minutes-long build cannot derail the running script.
+{
 
 version="1.20.2"
 home="${HOME:-$(getent passwd "$(id -u)" | cut -d: -f6)}"
@@ -158,3 +161,5 @@ if [ "${MQTT_OPERATOR_K8S_KEEP_SRC:-0}" != 1 ]; then
   rm -rf "$work"
 fi
 say "done: $bin"
+exit 0
+}
