@@ -174,8 +174,10 @@ impl TestBed {
         options: &TestBedOptions,
     ) -> Result<Self, TestBedError> {
         let started = Instant::now();
+        let keep = keep_dir();
         let dir = tempfile::Builder::new()
             .prefix("mqtt-e2e-")
+            .disable_cleanup(keep)
             .tempdir()
             .map_err(|source| TestBedError::Io {
                 action: "creating temp dir",
@@ -201,7 +203,6 @@ impl TestBed {
             source,
         })?;
 
-        let keep = std::env::var_os("MQTT_OPERATOR_E2E_KEEP").is_some_and(|v| v == "1");
         let group = ProcessGroup::start(if keep { None } else { Some(&root) })?;
 
         let phase = Instant::now();
@@ -428,16 +429,16 @@ impl Drop for TestBed {
         }
         self.apiserver.kill();
         self.etcd.kill();
-        if std::env::var_os("MQTT_OPERATOR_E2E_KEEP").is_some_and(|v| v == "1") {
-            let kept = self.dir.path().to_path_buf();
-            // Replace with a fresh empty temp dir whose removal is harmless; keep ours on disk.
-            if let Ok(empty) = tempfile::tempdir() {
-                let ours = std::mem::replace(&mut self.dir, empty);
-                let _ = ours.keep();
-                eprintln!("testbed: kept {}", kept.display());
-            }
+        if keep_dir() {
+            eprintln!("testbed: kept {}", self.dir.path().display());
         }
     }
+}
+
+/// `MQTT_OPERATOR_E2E_KEEP=1`: keep the bed's directory (logs, certificates) after teardown,
+/// also when start-up fails.
+fn keep_dir() -> bool {
+    std::env::var_os("MQTT_OPERATOR_E2E_KEEP").is_some_and(|v| v == "1")
 }
 
 fn write(path: &Path, text: &str, private: bool) -> Result<(), TestBedError> {
