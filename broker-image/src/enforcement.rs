@@ -95,7 +95,6 @@ impl Enforcer {
             if !self
                 .live
                 .policy()
-                .0
                 .allow_publish(subject, topic, qos.value(), retain)
             {
                 Counters::inc(&self.live.counters.acl_denies_will);
@@ -136,7 +135,6 @@ impl Handler for Enforcer {
                 let allowed = contract::topic::parse_filter(&sub.topic_filter).is_ok_and(|f| {
                     self.live
                         .policy()
-                        .0
                         .allow_subscribe(subject, f.filter, qos_value(qos))
                 });
                 if allowed {
@@ -158,7 +156,7 @@ impl Handler for Enforcer {
             }
             Parameter::MessagePublishCheckAcl(session, publish) => {
                 let subject = self.subject_of(session);
-                let allowed = self.live.policy().0.allow_publish(
+                let allowed = self.live.policy().allow_publish(
                     subject,
                     &publish.topic,
                     qos_value(publish.qos),

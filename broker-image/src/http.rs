@@ -74,7 +74,7 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
         "listeners": live.listeners_up.load(std::sync::atomic::Ordering::Acquire),
         "clusterJoined": live.cluster_joined.load(std::sync::atomic::Ordering::Acquire),
         "configLoaded": true,
-        "aclRevision": live.policy().0.revision(),
+        "aclRevision": live.policy().revision(),
         "revokedRevision": live.revoked().revision,
         "trustRevision": live.trust().revision,
     });

@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
-mod acl_adapter;
 pub mod directory;
 pub mod enforcement;
 pub mod engine;

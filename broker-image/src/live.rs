@@ -9,10 +9,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
-use crate::access::AccessPolicy;
-
-/// The ACL policy currently enforced.
-pub struct PolicyHandle(pub Arc<dyn AccessPolicy>);
+use crate::access::Policy;
 
 /// The revoked set currently enforced (serials normalised with `contract::config::normalize_serial`).
 #[derive(Debug, Default)]
@@ -62,7 +59,7 @@ impl Counters {
 
 /// Everything hooks and endpoints share.
 pub struct Live {
-    policy: ArcSwap<PolicyHandle>,
+    policy: ArcSwap<Policy>,
     revoked: ArcSwap<RevokedIndex>,
     trust: ArcSwap<TrustState>,
     /// Broker counters.
@@ -79,9 +76,9 @@ pub struct Live {
 
 impl Live {
     /// State from the initially loaded directory.
-    pub fn new(policy: Arc<dyn AccessPolicy>, revoked: RevokedIndex, trust: TrustState) -> Self {
+    pub fn new(policy: Policy, revoked: RevokedIndex, trust: TrustState) -> Self {
         Self {
-            policy: ArcSwap::from_pointee(PolicyHandle(policy)),
+            policy: ArcSwap::from_pointee(policy),
             revoked: ArcSwap::from_pointee(revoked),
             trust: ArcSwap::from_pointee(trust),
             counters: Counters::default(),
@@ -93,13 +90,13 @@ impl Live {
     }
 
     /// The policy to check against (one consistent version).
-    pub fn policy(&self) -> Arc<PolicyHandle> {
+    pub fn policy(&self) -> Arc<Policy> {
         self.policy.load_full()
     }
 
     /// Swaps in a new policy.
-    pub fn set_policy(&self, policy: Arc<dyn AccessPolicy>) {
-        self.policy.store(Arc::new(PolicyHandle(policy)));
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
     }
 
     /// The revoked set.

@@ -103,7 +103,7 @@ pub fn render(live: &Live, engine: &EngineSample, config: &BrokerConfig) -> Stri
         "# HELP {n} {h}\n# TYPE {n} gauge\n{n}{{revision=\"{r}\"}} 1",
         n = b::ACL_REVISION.name,
         h = b::ACL_REVISION.help,
-        r = label(policy.0.revision())
+        r = label(policy.revision())
     );
     shared(&mut out, &b::REVOKED_SET_SIZE, revoked.serials.len());
 
@@ -185,10 +185,10 @@ mod tests {
 
     #[test]
     fn renders_every_shared_name_but_raft_term() {
-        let policy = crate::access::parse_policy(
-            br#"{"revision":"r\"1","defaultAction":"deny","rules":[]}"#,
-        )
-        .unwrap();
+        let set = contract::acl::RuleSetBuilder::new(contract::acl::Effect::Deny)
+            .build()
+            .unwrap();
+        let policy = crate::access::Policy::new(&set);
         let live = Live::new(policy, RevokedIndex::default(), trust_state("x"));
         let config: BrokerConfig = serde_json::from_value(serde_json::json!({
             "version": contract::config::CONFIG_VERSION, "clusterName": "c", "node": {"id": 1},
@@ -210,7 +210,10 @@ mod tests {
         assert!(text.contains("mqtt_connections 3\n"));
         assert!(text.contains("mqtt_connections_max 100\n"));
         assert!(
-            text.contains("mqtt_acl_revision{revision=\"r\\\"1\"} 1"),
+            text.contains(&format!(
+                "mqtt_acl_revision{{revision=\"{}\"}} 1",
+                set.revision()
+            )),
             "{text}"
         );
         for m in b::ALL

@@ -10,7 +10,7 @@ use crate::live::{trust_state, Counters, Live, RevokedIndex};
 /// Which hot-reloadable part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    /// `acl.json`
+    /// `acl.bin`
     Acl,
     /// `revoked.json`
     Revoked,
@@ -21,8 +21,6 @@ pub enum Part {
 /// Why a reload was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
-    #[error(transparent)]
-    Policy(#[from] crate::access::PolicyError),
     #[error(transparent)]
     Config(#[from] contract::config::ConfigError),
     #[error("trust bundle is not UTF-8")]
@@ -71,7 +69,8 @@ impl Reloader {
     }
 
     fn apply_acl(&self, bytes: &[u8]) -> Result<String, ReloadError> {
-        let policy = crate::access::parse_policy(bytes)?;
+        let set = contract::config::load_acl(bytes)?;
+        let policy = crate::access::Policy::new(&set);
         let revision = policy.revision().to_owned();
         self.live.set_policy(policy);
         Ok(revision)

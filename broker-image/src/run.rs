@@ -21,8 +21,6 @@ pub enum StartError {
         source: contract::config::ConfigError,
     },
     #[error(transparent)]
-    Policy(#[from] crate::access::PolicyError),
-    #[error(transparent)]
     Engine(#[from] EngineError),
     #[error("runtime directory {dir}: {source}")]
     RuntimeDir {
@@ -43,7 +41,7 @@ pub async fn run(config_dir: PathBuf, runtime_dir: PathBuf) -> Result<(), StartE
         dir: config_dir.clone(),
         source,
     })?;
-    let policy = crate::access::parse_policy(&dir.acl_json)?;
+    let policy = crate::access::Policy::new(&dir.acl);
     let serials = dir
         .revoked
         .normalized()

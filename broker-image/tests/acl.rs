@@ -1,5 +1,7 @@
-//! ACL enforcement table: every case's decision observed at the broker equals the decision of the
-//! rule set's own matcher (the one `acl explain` uses) and the expected value. Publishes are
+//! ACL enforcement table: the rule set is compiled from TopicPolicy / DeviceIdentity YAML by the
+//! operator's real compiler, and every case's decision observed at the broker equals the decision
+//! `mqtt-operator acl explain` gives for the same request (`operator::acl::explain`) and the
+//! expected value. Publishes are
 //! observed through a spy subscriber (3.1.1 publishes are acknowledged and dropped), subscribes
 //! through SUBACK codes, wills through CONNACK. MQTT 5 reason codes (0x87) and Debian's
 //! mosquitto clients are checked too.
@@ -8,26 +10,101 @@ mod fixture;
 
 use std::time::Duration;
 
-use broker::access::{parse_policy, Subject};
+use contract::acl::Action;
 use fixture::client::{connect, tls, Client, ConnectOpts};
-use fixture::{acl_json, Cluster, Options};
+use fixture::{acl_bin, acl_documents, user_policy, Cluster, Options};
+use operator::acl::explain::{explain, Question, Who};
+use operator::manifest::Document;
 use rumqttc::QoS;
 
-fn rules() -> Vec<u8> {
-    acl_json(
-        "table",
-        false,
-        serde_json::json!([
-            {"subjects": ["dev-a"], "effect": "allow", "actions": ["publish", "subscribe"], "topics": ["devices/dev-a/#"]},
-            {"subjects": ["dev-a"], "effect": "allow", "actions": ["subscribe"], "topics": ["fleet/+/status"]},
-            {"subjects": ["dev-a"], "effect": "deny", "actions": ["publish"], "topics": ["devices/dev-a/secret/#"]},
-            {"subjects": ["*"], "effect": "allow", "actions": ["subscribe"], "topics": ["broadcast/#"]},
-            {"subjects": ["dev-a"], "effect": "allow", "actions": ["publish"], "topics": ["telemetry/dev-a"], "qos": [0, 1], "retain": false},
-            {"subjects": ["dev-a"], "effect": "allow", "actions": ["publish"], "topics": ["status/dev-a"], "retain": true},
-            {"subjects": ["dev-b"], "effect": "allow", "actions": ["publish"], "topics": ["devices/dev-b/#"]},
-            {"subjects": ["spy"], "effect": "allow", "actions": ["subscribe"], "topics": ["#"]},
-        ]),
+/// The table's policies: two DeviceIdentities (selected by label and by deviceId, with
+/// `${deviceId}` placeholders), a policy for everyone, and a non-device user.
+const POLICIES: &str = r#"
+apiVersion: mqtt.operator.dev/v1alpha1
+kind: DeviceIdentity
+metadata:
+  name: dev-a
+  labels: {role: a}
+spec:
+  clusterRef: {name: t}
+  deviceId: dev-a
+---
+apiVersion: mqtt.operator.dev/v1alpha1
+kind: DeviceIdentity
+metadata:
+  name: dev-b
+  labels: {role: b}
+spec:
+  clusterRef: {name: t}
+  deviceId: dev-b
+---
+apiVersion: mqtt.operator.dev/v1alpha1
+kind: TopicPolicy
+metadata:
+  name: role-a
+spec:
+  clusterRef: {name: t}
+  subjects:
+    - device: dev-a
+  rules:
+    - {effect: allow, actions: [publish, subscribe], topics: ["devices/${deviceId}/#"]}
+    - {effect: allow, actions: [subscribe], topics: ["fleet/+/status"]}
+    - {effect: deny, actions: [publish], topics: ["devices/${deviceId}/secret/#"]}
+    - {effect: allow, actions: [publish], topics: ["telemetry/${deviceId}"], qos: [0, 1], retain: false}
+    - {effect: allow, actions: [publish], topics: ["status/${deviceId}"], retain: true}
+---
+apiVersion: mqtt.operator.dev/v1alpha1
+kind: TopicPolicy
+metadata:
+  name: role-b
+spec:
+  clusterRef: {name: t}
+  subjects:
+    - deviceSelector:
+        matchLabels: {role: b}
+  rules:
+    - {effect: allow, actions: [publish], topics: ["devices/${deviceId}/#"]}
+---
+apiVersion: mqtt.operator.dev/v1alpha1
+kind: TopicPolicy
+metadata:
+  name: broadcast
+spec:
+  clusterRef: {name: t}
+  subjects:
+    - all: true
+  rules:
+    - {effect: allow, actions: [subscribe], topics: ["broadcast/#"]}
+"#;
+
+fn policies() -> String {
+    format!(
+        "{POLICIES}{}",
+        user_policy(
+            "spy",
+            &["spy"],
+            &["{effect: allow, actions: [subscribe], topics: [\"#\"]}"]
+        )
     )
+}
+
+/// What `mqtt-operator acl explain` answers for one request.
+fn explained(
+    docs: &[Document],
+    who: &str,
+    action: Action,
+    topic: &str,
+    qos: u8,
+    retain: bool,
+) -> bool {
+    let q = Question {
+        who: Who::Device(who),
+        action,
+        topic,
+        qos,
+        retain,
+    };
+    explain(docs, None, &q).unwrap().decision.is_allowed()
 }
 
 enum Case {
@@ -220,20 +297,11 @@ fn table() -> Vec<Case> {
     ]
 }
 
-fn strip_share(filter: &str) -> &str {
-    filter
-        .strip_prefix("$share/")
-        .and_then(|r| r.split_once('/'))
-        .map(|(_, f)| f)
-        .unwrap_or(filter)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_table_matches_the_matcher() {
-    let acl = rules();
-    let policy = parse_policy(&acl).unwrap();
+    let docs = acl_documents(false, &policies());
     let cluster = Cluster::start(Options {
-        acl: acl.clone(),
+        acl: acl_bin(false, &policies()),
         ..Options::default()
     });
     let port = cluster.nodes[0].mqtts;
@@ -262,8 +330,11 @@ async fn acl_table_matches_the_matcher() {
                 retain,
                 allow,
             } => {
-                let matcher = policy.allow_publish(Subject::Device(who), topic, qos as u8, retain);
-                assert_eq!(matcher, allow, "case {n}: matcher disagrees with the table");
+                let explained = explained(&docs, who, Action::Publish, topic, qos as u8, retain);
+                assert_eq!(
+                    explained, allow,
+                    "case {n}: acl explain disagrees with the table"
+                );
                 let client: &Client = if who == "dev-a" { &a } else { &b };
                 let marker = format!("devices/{who}/marker");
                 let payload = format!("case-{n}");
@@ -303,8 +374,11 @@ async fn acl_table_matches_the_matcher() {
                 );
             }
             Case::Sub { who, filter, allow } => {
-                let matcher = policy.allow_subscribe(Subject::Device(who), strip_share(filter), 1);
-                assert_eq!(matcher, allow, "case {n}: matcher disagrees with the table");
+                let explained = explained(&docs, who, Action::Subscribe, filter, 1, false);
+                assert_eq!(
+                    explained, allow,
+                    "case {n}: acl explain disagrees with the table"
+                );
                 let client = if who == "dev-a" { &mut a } else { &mut b };
                 let code = client.subscribe(filter, QoS::AtLeastOnce).await;
                 assert_eq!(
@@ -319,8 +393,11 @@ async fn acl_table_matches_the_matcher() {
                 retain,
                 allow,
             } => {
-                let matcher = policy.allow_publish(Subject::Device(who), topic, 1, retain);
-                assert_eq!(matcher, allow, "case {n}: matcher disagrees with the table");
+                let explained = explained(&docs, who, Action::Publish, topic, 1, retain);
+                assert_eq!(
+                    explained, allow,
+                    "case {n}: acl explain disagrees with the table"
+                );
                 let l = leaf(who);
                 let client_id = format!("will-{n}");
                 let mut o = ConnectOpts::new(port, &client_id, &ca, Some(&l));

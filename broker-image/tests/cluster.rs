@@ -6,7 +6,7 @@ mod fixture;
 use std::time::{Duration, Instant};
 
 use fixture::client::{connect, Client, ConnectOpts};
-use fixture::{acl_json, Cluster, Options};
+use fixture::{acl_bin, acl_revision, user_policy, Cluster, Options};
 use rumqttc::{Packet, QoS};
 
 async fn device(cluster: &Cluster, node: usize, id: &str, client_id: &str, clean: bool) -> Client {
@@ -101,15 +101,21 @@ async fn three_node_cluster() {
     // publish is delivered.
     let mut watcher = device(&cluster, 1, "watcher", "watcher", true).await;
     let rules = |k: usize| {
-        acl_json(
-            &format!("rev-{k}"),
-            false,
-            serde_json::json!([
-                {"subjects": ["watcher"], "effect": "allow", "actions": ["subscribe"], "topics": ["reload/#"]},
-                {"subjects": ["prober"], "effect": "allow", "actions": ["publish"], "topics": [format!("reload/{k}")]},
-                {"subjects": ["pub", "sub"], "effect": "allow", "actions": ["publish", "subscribe"], "topics": ["#"]},
-            ]),
-        )
+        let probe = format!("{{effect: allow, actions: [publish], topics: [\"reload/{k}\"]}}");
+        let docs = [
+            user_policy(
+                "watcher",
+                &["watcher"],
+                &["{effect: allow, actions: [subscribe], topics: [\"reload/#\"]}"],
+            ),
+            user_policy("prober", &["prober"], &[&probe]),
+            user_policy(
+                "pubsub",
+                &["pub", "sub"],
+                &["{effect: allow, actions: [publish, subscribe], topics: [\"#\"]}"],
+            ),
+        ];
+        acl_bin(false, &docs.concat())
     };
     for i in 0..3 {
         assert_eq!(cluster.push(i, "/v1/acl", &rules(0)).0, 200);
@@ -166,7 +172,10 @@ async fn three_node_cluster() {
     for i in 0..3 {
         let (_, ready) = cluster.get(i, "/readyz");
         assert!(
-            ready.contains("\"aclRevision\":\"rev-100\""),
+            ready.contains(&format!(
+                "\"aclRevision\":\"{}\"",
+                acl_revision(&rules(100))
+            )),
             "node {i}: {ready}"
         );
     }
@@ -181,7 +190,7 @@ async fn three_node_cluster() {
     );
 
     // --- failover: persistent QoS 1 sessions, kill node 0 while publishing 1000 messages ---
-    let allow_all = acl_json("all", true, serde_json::json!([]));
+    let allow_all = acl_bin(true, "");
     for i in 0..3 {
         assert_eq!(cluster.push(i, "/v1/acl", &allow_all).0, 200);
     }

@@ -6,19 +6,28 @@ use std::time::{Duration, Instant};
 
 use fixture::client::{connect, ConnectOpts};
 use fixture::pki::Ca;
-use fixture::{acl_json, revoked_json, Cluster, Options};
+use fixture::{acl_bin, acl_revision, revoked_json, user_policy, Cluster, Options};
 use rumqttc::QoS;
 
+/// Each device may use devices/<its id>/#; nothing else.
+fn own_topics() -> String {
+    [
+        user_policy(
+            "dev-a",
+            &["dev-a"],
+            &["{effect: allow, actions: [publish, subscribe], topics: [\"devices/dev-a/#\"]}"],
+        ),
+        user_policy(
+            "dev-b",
+            &["dev-b"],
+            &["{effect: allow, actions: [publish, subscribe], topics: [\"devices/dev-b/#\"]}"],
+        ),
+    ]
+    .concat()
+}
+
 fn acl_own_topics() -> Vec<u8> {
-    // Each device may use devices/<its id>/#; nothing else.
-    acl_json(
-        "own",
-        false,
-        serde_json::json!([
-            {"subjects": ["dev-a"], "effect": "allow", "actions": ["publish", "subscribe"], "topics": ["devices/dev-a/#"]},
-            {"subjects": ["dev-b"], "effect": "allow", "actions": ["publish", "subscribe"], "topics": ["devices/dev-b/#"]},
-        ]),
-    )
+    acl_bin(false, &own_topics())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,19 +144,26 @@ async fn mtls_identity_and_revocation() {
     let (_, ready) = cluster.get(0, "/readyz");
     assert!(ready.contains("\"revokedRevision\":\"rev-2\""), "{ready}");
 
-    // File-based reload: rewriting acl.json lets dev-b use devices/shared/#.
-    let mut shared_acl: serde_json::Value = serde_json::from_slice(&acl_own_topics()).unwrap();
-    shared_acl["revision"] = "file-1".into();
-    shared_acl["rules"].as_array_mut().unwrap().push(serde_json::json!(
-        {"subjects": ["dev-b"], "effect": "allow", "actions": ["subscribe"], "topics": ["devices/shared/#"]}
-    ));
+    // File-based reload: rewriting acl.bin lets dev-b use devices/shared/#.
+    let shared_acl = acl_bin(
+        false,
+        &format!(
+            "{}{}",
+            own_topics(),
+            user_policy(
+                "shared",
+                &["dev-b"],
+                &["{effect: allow, actions: [subscribe], topics: [\"devices/shared/#\"]}"],
+            )
+        ),
+    );
     assert_eq!(b.subscribe("devices/shared/x", QoS::AtMostOnce).await, 0x80);
-    cluster.write_file(0, "acl.json", &serde_json::to_vec(&shared_acl).unwrap());
+    cluster.write_file(0, contract::config::files::ACL, &shared_acl);
     let deadline = Instant::now() + Duration::from_secs(5);
     while b.subscribe("devices/shared/x", QoS::AtMostOnce).await != 0 {
         assert!(
             Instant::now() < deadline,
-            "acl.json change not applied within 5 s"
+            "acl.bin change not applied within 5 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -176,5 +192,11 @@ async fn mtls_identity_and_revocation() {
         "established connection survived"
     );
     let (_, ready) = cluster.get(0, "/readyz");
-    assert!(ready.contains("\"aclRevision\":\"file-1\""), "{ready}");
+    assert!(
+        ready.contains(&format!(
+            "\"aclRevision\":\"{}\"",
+            acl_revision(&shared_acl)
+        )),
+        "{ready}"
+    );
 }

@@ -4,7 +4,7 @@
 //! The broker reads the files named in [`files`] into a [`DirectoryFiles`] map and calls
 //! [`load`], which either returns a complete, cross-checked [`BrokerDirectory`] or a
 //! [`ConfigError`] naming the file and the problem. The hot-reloadable parts (ACL rule set,
-//! revoked set, client trust bundle) can be re-validated on their own with [`load_revoked`],
+//! revoked set, client trust bundle) can be re-validated on their own with [`load_acl`], [`load_revoked`],
 //! [`check_trust_bundle`].
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,8 +24,8 @@ pub mod files {
     pub const SERVER_KEY: &str = "tls/server.key";
     /// Trust bundle for client certificates (PEM, one or more CA certificates). Hot-reloaded.
     pub const CLIENTS_CA: &str = "tls/clients-ca.crt";
-    /// The compiled ACL rule set (JSON, format of `contract::acl`). Hot-reloaded.
-    pub const ACL: &str = "acl.json";
+    /// The compiled ACL rule set (binary, [`crate::acl::codec`]). Hot-reloaded.
+    pub const ACL: &str = "acl.bin";
     /// The revoked certificate serials ([`super::RevokedSet`]), JSON. Hot-reloaded.
     pub const REVOKED: &str = "revoked.json";
     /// Bearer token the operator presents to the push endpoint (one line).
@@ -237,8 +237,8 @@ pub struct BrokerDirectory {
     pub server_key_pem: String,
     /// Client trust bundle PEM.
     pub clients_ca_pem: String,
-    /// Raw `acl.json` (parsed by the ACL matcher).
-    pub acl_json: Vec<u8>,
+    /// `acl.bin`: the compiled ACL rule set.
+    pub acl: crate::acl::RuleSet,
     /// `revoked.json`.
     pub revoked: RevokedSet,
     /// Push endpoint bearer token (secret: never logged).
@@ -258,7 +258,14 @@ impl std::fmt::Debug for BrokerDirectory {
                 "clients_ca_pem",
                 &format_args!("<{} bytes>", self.clients_ca_pem.len()),
             )
-            .field("acl_json", &format_args!("<{} bytes>", self.acl_json.len()))
+            .field(
+                "acl",
+                &format_args!(
+                    "<{} rules, revision {}>",
+                    self.acl.rule_count(),
+                    self.acl.revision()
+                ),
+            )
             .field("revoked", &self.revoked)
             .field("push_token", &"<redacted>")
             .finish()
@@ -305,6 +312,8 @@ pub enum ConfigError {
     EmptyPushToken,
     #[error("revoked.json: serial {0:?} is not a hexadecimal certificate serial")]
     InvalidSerial(String),
+    #[error("acl.bin is not a valid rule set: {0}")]
+    Acl(#[from] crate::acl::codec::DecodeError),
 }
 
 fn text<'a>(dir: &'a DirectoryFiles, file: &'static str) -> Result<&'a str, ConfigError> {
@@ -340,6 +349,11 @@ fn has_pem_block(pem: &str, labels: &[&str]) -> bool {
         let end = format!("-----END {label}-----");
         pem.find(&begin).is_some_and(|at| pem[at..].contains(&end))
     })
+}
+
+/// Decodes `acl.bin` (also used for a pushed or reloaded rule set).
+pub fn load_acl(bytes: &[u8]) -> Result<crate::acl::RuleSet, ConfigError> {
+    Ok(crate::acl::codec::decode(bytes)?)
 }
 
 /// Parses and cross-checks `broker.json`.
@@ -464,7 +478,7 @@ pub fn load(dir: &DirectoryFiles) -> Result<BrokerDirectory, ConfigError> {
         server_cert_pem,
         server_key_pem,
         clients_ca_pem,
-        acl_json: dir[files::ACL].clone(),
+        acl: load_acl(&dir[files::ACL])?,
         revoked,
         push_token,
     })
@@ -488,7 +502,7 @@ pub fn render(dir: &BrokerDirectory) -> DirectoryFiles {
         files::CLIENTS_CA.into(),
         dir.clients_ca_pem.clone().into_bytes(),
     );
-    out.insert(files::ACL.into(), dir.acl_json.clone());
+    out.insert(files::ACL.into(), crate::acl::codec::encode(&dir.acl));
     out.insert(files::REVOKED.into(), pretty(&dir.revoked));
     out.insert(
         files::PUSH_TOKEN.into(),

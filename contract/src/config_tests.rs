@@ -55,7 +55,9 @@ fn directory() -> BrokerDirectory {
         server_cert_pem: CERT.into(),
         server_key_pem: KEY.into(),
         clients_ca_pem: CERT.into(),
-        acl_json: b"{}".to_vec(),
+        acl: crate::acl::RuleSetBuilder::new(crate::acl::Effect::Deny)
+            .build()
+            .unwrap(),
         revoked: RevokedSet {
             version: CONFIG_VERSION.into(),
             revision: "r1".into(),
@@ -341,4 +343,16 @@ fn debug_redacts_secrets() {
     let shown = format!("{:?}", directory());
     assert!(!shown.contains("s3cret"));
     assert!(!shown.contains("MIIE"));
+}
+
+#[test]
+fn acl_bin_round_trips_and_garbage_is_rejected_naming_the_file() {
+    let files = render(&directory());
+    assert_eq!(load(&files).unwrap().acl, directory().acl);
+    let bad = files_with(|f| {
+        f.insert(files::ACL.into(), b"{}".to_vec());
+    });
+    let err = load(&bad).unwrap_err();
+    assert!(matches!(err, ConfigError::Acl(_)), "{err}");
+    assert!(err.to_string().contains("acl.bin"), "{err}");
 }

@@ -139,7 +139,7 @@ fn start_brokers(root: &Path, pki: &Pki, n: u64) -> Result<(Procs, Vec<u16>), Fa
             )
         })
         .collect();
-    let acl = br#"{"revision":"bench","defaultAction":"allow","rules":[]}"#.to_vec();
+    let acl = contract::acl::RuleSetBuilder::new(contract::acl::Effect::Allow).build()?;
     let mut procs = Procs(Vec::new());
     let mut mqtts = Vec::new();
     for (id, (mqtt_port, http, _, _)) in &ports {
@@ -177,7 +177,7 @@ fn start_brokers(root: &Path, pki: &Pki, n: u64) -> Result<(Procs, Vec<u16>), Fa
             server_cert_pem: pki.server.cert.clone(),
             server_key_pem: pki.server.key.clone(),
             clients_ca_pem: pki.ca.clone(),
-            acl_json: acl.clone(),
+            acl: acl.clone(),
             revoked: RevokedSet {
                 version: CONFIG_VERSION.into(),
                 revision: "0".into(),

@@ -7,10 +7,18 @@ use k8s_openapi::api::core::v1::{
     VolumeProjection,
 };
 
+use contract::config::files;
+
 use super::names::Names;
 
-/// Keys of the config ConfigMap, each mounted under the same file name.
-pub const CONFIG_KEYS: [&str; 3] = ["broker.json", "acl.json", "revoked.json"];
+/// Keys of the config ConfigMap, each mounted under the same file name: the text keys
+/// ([`CONFIG_TEXT_KEYS`], under `data`) and the binary ones ([`CONFIG_BINARY_KEYS`]).
+pub const CONFIG_KEYS: [&str; 3] = [files::BROKER, files::ACL, files::REVOKED];
+/// Keys of the config ConfigMap carried under `data` (UTF-8 JSON).
+pub const CONFIG_TEXT_KEYS: [&str; 2] = [files::BROKER, files::REVOKED];
+/// Keys of the config ConfigMap carried under `binaryData`: the compiled ACL rule set
+/// (`contract::acl::codec`), which is not UTF-8.
+pub const CONFIG_BINARY_KEYS: [&str; 1] = [files::ACL];
 /// Key of the CA bundle ConfigMap holding the clients CA bundle.
 pub const CLIENTS_CA_KEY: &str = "clients-ca.crt";
 /// Key of the CA bundle ConfigMap holding the cluster CA bundle.
@@ -71,5 +79,27 @@ pub fn volume(names: &Names) -> Volume {
             ]),
         }),
         ..Volume::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keys_are_the_text_and_binary_keys_and_name_contract_files() {
+        let mut split: Vec<&str> = CONFIG_TEXT_KEYS
+            .iter()
+            .chain(CONFIG_BINARY_KEYS.iter())
+            .copied()
+            .collect();
+        let mut all = CONFIG_KEYS.to_vec();
+        split.sort_unstable();
+        all.sort_unstable();
+        assert_eq!(split, all);
+        for key in CONFIG_KEYS {
+            assert!(files::ALL.contains(&key), "{key}");
+        }
+        assert_eq!(CONFIG_BINARY_KEYS, ["acl.bin"]);
     }
 }
