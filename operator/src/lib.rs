@@ -7,4 +7,5 @@ pub mod crd;
 pub mod manifest;
 pub mod monitoring;
 pub mod pki;
+pub mod rbac;
 pub mod render;
