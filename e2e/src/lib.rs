@@ -23,8 +23,10 @@ pub mod manifests;
 pub mod process;
 pub mod schema;
 pub mod shared;
+pub mod tools;
 pub mod wait;
 
 pub use bed::{TestBed, TestBedError, TestBedOptions};
 pub use binaries::{Binaries, KUBERNETES_VERSION};
 pub use shared::{binaries_or_skip, in_ci, shared};
+pub use tools::{tools_or_skip, Tools};
