@@ -858,3 +858,44 @@ async fn chart_with_watch_namespaces_applies_and_scopes_permissions() {
         .await
     );
 }
+
+/// Every key of values.yaml is documented: it, or a map it sits in, has a `# --` comment right
+/// above it (the chart's values reference).
+#[test]
+fn every_value_is_documented() {
+    let text = std::fs::read_to_string(chart_dir().join("values.yaml")).expect("values.yaml");
+    // (indent, documented) of the enclosing maps.
+    let mut parents: Vec<(usize, bool)> = Vec::new();
+    let mut comment_block: Vec<&str> = Vec::new();
+    let mut undocumented = Vec::new();
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if trimmed.is_empty() {
+            comment_block.clear();
+            continue;
+        }
+        if trimmed.starts_with('#') {
+            comment_block.push(trimmed);
+            continue;
+        }
+        let Some((key, value)) = trimmed.split_once(':') else {
+            panic!("values.yaml: unexpected line {line:?}");
+        };
+        while parents.last().is_some_and(|(i, _)| *i >= indent) {
+            parents.pop();
+        }
+        let own = comment_block.iter().any(|c| c.starts_with("# --"));
+        let documented = own || parents.iter().any(|(_, d)| *d);
+        if value.trim().is_empty() {
+            parents.push((indent, documented));
+        } else if !documented {
+            undocumented.push(key.trim().to_string());
+        }
+        comment_block.clear();
+    }
+    assert!(
+        undocumented.is_empty(),
+        "values without a `# --` comment: {undocumented:?}"
+    );
+}
