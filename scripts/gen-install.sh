@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the chart's copies of the CRDs (helm/mqtt-operator/crds/ from crds/generated/) and
 # manifests/install.yaml (a Namespace, then the chart rendered with its defaults, CRDs included).
-# e2e/tests/helm.rs fails when either is stale. Needs helm: scripts/install-helm.sh puts it in
+# e2e/tests/helm_chart.rs fails when either is stale. Needs helm: scripts/install-helm.sh puts it in
 # the cache below; MQTT_OPERATOR_HELM overrides.
 #
 #   bash scripts/gen-install.sh          # rewrite both

@@ -14,6 +14,7 @@
 //! `policy/v1beta1` only, and CRD `x-kubernetes-validations` (CEL) rules are not enforced.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod bed;
 pub mod binaries;
 pub mod certs;

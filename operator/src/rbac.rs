@@ -1,8 +1,10 @@
 //! The API permissions the operator needs: the ONE list, as data, and the RBAC objects made from it.
 //!
 //! The Helm chart (`helm/mqtt-operator/templates/rbac.yaml`) spells the same rules out in YAML so
-//! that chart users can read them; `e2e/tests/helm.rs` renders the chart with `helm template` and
-//! fails unless its ClusterRole and Roles carry exactly the rules below, in this order.
+//! that chart users can read them; `e2e/tests/helm_chart.rs` renders the chart with
+//! `helm template` and fails unless its ClusterRole and Roles carry exactly the rules below, in
+//! this order. `e2e/tests/helm_install.rs` asks a real API server's authorizer whether the
+//! installed ServiceAccount may do each of them (and a list of things it must not).
 //!
 //! To grant the operator something new, add a [`Rule`] to [`RULES`] (with a `why`), then copy the
 //! rule into the chart template; the test prints the expected YAML when they differ.
