@@ -302,3 +302,67 @@ async fn chart_with_watch_namespaces_applies_and_scopes_permissions() {
         .await
     );
 }
+
+/// `helm install` / `upgrade` / `uninstall` (helm 4, server-side apply) against the 1.20 bed: the
+/// README's install command works, an upgrade changes the Deployment, and uninstalling removes
+/// everything but the CRDs (Helm never deletes `crds/`).
+#[tokio::test]
+async fn helm_install_upgrade_uninstall_on_the_test_bed() {
+    let Some(tools) = e2e::tools_or_skip() else {
+        return;
+    };
+    let Some(bed) = e2e::shared() else { return };
+    let kubeconfig = bed.kubeconfig_path().to_str().unwrap().to_string();
+    let ns = bed.namespace("helm-lifecycle").await.expect("namespace");
+    let chart = repo_root().join("helm/mqtt-operator");
+    let chart = chart.to_str().unwrap();
+    let helm = |args: &[&str]| {
+        let mut all = vec!["--kubeconfig", &kubeconfig, "--namespace", &ns];
+        all.extend_from_slice(args);
+        ok(tools.helm(&all))
+    };
+    let client = bed.client().await.expect("client");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let cluster_roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    let name = "lifecycle-mqtt-operator";
+    let replicas = |d: Deployment| d.spec.and_then(|s| s.replicas);
+
+    let installed = helm(&[
+        "install",
+        "lifecycle",
+        chart,
+        "--wait=hookOnly",
+        "--timeout=60s",
+    ]);
+    assert!(
+        installed.stdout.contains("STATUS: deployed"),
+        "{}",
+        installed.all()
+    );
+    let deployment = deployments.get(name).await.expect("installed Deployment");
+    assert_eq!(replicas(deployment), Some(2));
+    assert!(cluster_roles.get_opt(name).await.expect("get").is_some());
+
+    helm(&[
+        "upgrade",
+        "lifecycle",
+        chart,
+        "--set",
+        "replicas=3",
+        "--wait=hookOnly",
+        "--timeout=60s",
+    ]);
+    let deployment = deployments.get(name).await.expect("upgraded Deployment");
+    assert_eq!(replicas(deployment), Some(3));
+
+    helm(&["uninstall", "lifecycle", "--wait=hookOnly", "--timeout=60s"]);
+    assert!(deployments.get_opt(name).await.expect("get").is_none());
+    assert!(cluster_roles.get_opt(name).await.expect("get").is_none());
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client);
+    assert!(crds
+        .get_opt("mqttclusters.mqtt.operator.dev")
+        .await
+        .expect("get")
+        .is_some());
+}
