@@ -4,6 +4,7 @@
 pub mod acl;
 pub mod check;
 pub mod crd;
+pub mod local;
 pub mod manifest;
 pub mod monitoring;
 pub mod pki;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use operator::acl::explain::{self, Question, Who};
-use operator::{acl, check, crd, manifest};
+use operator::{acl, check, crd, local, manifest};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,37 @@ enum Command {
     Acl {
         #[command(subcommand)]
         command: AclCommand,
+    },
+    /// Run a cluster's manifests on this machine, without Kubernetes.
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Start one broker per core node on 127.0.0.1, issue the devices' certificates, print
+    /// ready-to-run mosquitto commands, and hot-reload policy and device changes until Ctrl-C.
+    ///
+    /// Exit codes: 0 stopped by a signal, 1 invalid manifests or a broker failure, 2 unreadable
+    /// input.
+    Up {
+        /// Files or directories (searched recursively for .yaml/.yml) with one MqttCluster.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// State directory (CAs, device certificates, node configs, logs).
+        #[arg(short = 'd', long = "dir", default_value = ".mqtt-local")]
+        dir: PathBuf,
+        /// First TCP port; node n uses base+10n .. base+10n+5 (mqtts, wss, mqtt, http, raft, grpc).
+        #[arg(long, default_value_t = 18830)]
+        base_port: u16,
+    },
+    /// Stop a running `local up` of the state directory and remove the directory.
+    Down {
+        /// State directory.
+        #[arg(short = 'd', long = "dir", default_value = ".mqtt-local")]
+        dir: PathBuf,
     },
 }
 
@@ -120,6 +151,41 @@ fn main() -> ExitCode {
                     out,
                 },
         } => run_compile(&files, cluster.as_deref(), out.as_deref()),
+        Command::Local {
+            command:
+                LocalCommand::Up {
+                    files,
+                    dir,
+                    base_port,
+                },
+        } => report(
+            local::up(&local::UpOptions {
+                files,
+                dir,
+                base_port,
+            })
+            .map_err(|e| {
+                let code = if matches!(e, local::UpError::Load(_)) {
+                    2
+                } else {
+                    1
+                };
+                (e.to_string(), code)
+            }),
+        ),
+        Command::Local {
+            command: LocalCommand::Down { dir },
+        } => report(local::down(&dir).map_err(|e| (e.to_string(), 1))),
+    }
+}
+
+fn report(result: Result<(), (String, u8)>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((message, code)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(code)
+        }
     }
 }
 
