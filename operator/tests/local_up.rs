@@ -1,0 +1,346 @@
+//! Acceptance test of `mqtt-operator local up` (the README's first command): runs the real binary
+//! on a temp copy of the quickstart with a temp state directory and free loopback ports, runs the
+//! printed `mosquitto_sub` / `mosquitto_pub` commands exactly as printed (Debian
+//! mosquitto-clients), edits a TopicPolicy and measures apply -> enforced, then SIGINT and checks
+//! every broker process is gone.
+//!
+//! The broker binary: `local up` looks for `mqtt-broker` next to itself. `cargo test --workspace`
+//! builds it into the same target directory (the `broker` package has integration tests, so its
+//! binaries are built); with `cargo test -p operator` alone the test builds it first with
+//! `cargo build -p broker --bin mqtt-broker`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required (scripts/install-deps.sh installs mosquitto-clients)");
+        }
+        eprintln!("SKIP: {tool} not installed (run scripts/install-deps.sh)");
+    }
+    found
+}
+
+/// `MQTT_BROKER_BIN` when set, else the broker binary next to the operator binary, built if
+/// missing.
+fn broker_binary(operator: &Path) -> PathBuf {
+    if let Some(p) = std::env::var_os("MQTT_BROKER_BIN") {
+        return PathBuf::from(p);
+    }
+    let broker = operator.with_file_name("mqtt-broker");
+    if !broker.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        eprintln!("building the broker: {cargo} build -p broker --bin mqtt-broker");
+        let status = Command::new(cargo)
+            .args(["build", "-p", "broker", "--bin", "mqtt-broker"])
+            .status()
+            .expect("run cargo build -p broker");
+        assert!(status.success(), "cargo build -p broker failed");
+    }
+    assert!(broker.is_file(), "no broker binary at {}", broker.display());
+    broker
+}
+
+/// A base port with 30 free ports after it (3 nodes x 10).
+fn free_base() -> u16 {
+    let seed = std::process::id() as u16;
+    for attempt in 0..200u16 {
+        let base = 20_000 + (seed.wrapping_mul(31).wrapping_add(attempt * 97)) % 40_000;
+        let free = (base..base + 30).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if free {
+            return base;
+        }
+    }
+    panic!("no free range of 30 loopback ports found in 200 attempts");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// Lines of a child's stdout, through a channel (read on a thread).
+fn lines_of(child: &mut Child) -> Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for a line satisfying `want`; everything read is appended to `seen`.
+fn wait_line(
+    rx: &Receiver<String>,
+    seen: &mut Vec<String>,
+    timeout: Duration,
+    want: impl Fn(&str) -> bool,
+) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                seen.push(line.clone());
+                if want(&line) {
+                    return Some(line);
+                }
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Kills what is still running when the test ends (also on panic).
+struct Guard {
+    children: Vec<Child>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            if let Ok(None) = c.try_wait() {
+                if let Ok(pid) = i32::try_from(c.id()) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Runs one printed command with `sh -c`, exactly as printed (10 s bound).
+fn run_printed(cmd: &str) -> std::process::Output {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while matches!(child.try_wait(), Ok(None)) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn alive(pid: i32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+}
+
+#[test]
+fn local_up_quickstart_end_to_end() {
+    if !require_tool("mosquitto_sub") || !require_tool("mosquitto_pub") {
+        return;
+    }
+    let operator = PathBuf::from(env!("CARGO_BIN_EXE_mqtt-operator"));
+    let broker = broker_binary(&operator);
+    let tmp = tempfile::tempdir().unwrap();
+    let manifests = tmp.path().join("quickstart");
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples/quickstart"),
+        &manifests,
+    );
+    let state = tmp.path().join("state");
+    let base = free_base();
+
+    let started = Instant::now();
+    let mut up = Command::new(&operator)
+        .args(["local", "up", "-f"])
+        .arg(&manifests)
+        .arg("-d")
+        .arg(&state)
+        .args(["--base-port", &base.to_string()])
+        .env("MQTT_BROKER_BIN", &broker)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let up_out = lines_of(&mut up);
+    let up_pid = up.id() as i32;
+    let mut guard = Guard { children: vec![up] };
+    let mut seen = Vec::new();
+    let ready = wait_line(&up_out, &mut seen, Duration::from_secs(120), |l| {
+        l.starts_with("Watching the manifests")
+    });
+    assert!(
+        ready.is_some(),
+        "local up not ready within 120 s; output:\n{}",
+        seen.join("\n")
+    );
+    eprintln!(
+        "local up (3 nodes) ready in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let output = seen.join("\n");
+    assert!(
+        output.contains("bridges are not started in local mode"),
+        "{output}"
+    );
+    let subs: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with("mosquitto_sub "))
+        .collect();
+    let pubs: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with("mosquitto_pub "))
+        .collect();
+    assert_eq!((subs.len(), pubs.len()), (1, 2), "{output}");
+    let (sub_cmd, pub_ok, pub_refused) = (subs[0].clone(), pubs[0].clone(), pubs[1].clone());
+    assert!(
+        sub_cmd.contains("gateway-lyon") && sub_cmd.contains("'sites/lyon/devices/+/telemetry/#'"),
+        "{sub_cmd}"
+    );
+    assert!(
+        pub_ok.contains("-t sites/lyon/devices/sensor-01/telemetry/temp"),
+        "{pub_ok}"
+    );
+    for f in ["tls.crt", "tls.key", "ca.crt"] {
+        assert!(state.join("devices/sensor-01").join(f).is_file(), "{f}");
+    }
+
+    // The subscriber, as printed.
+    let mut sub = Command::new("sh")
+        .arg("-c")
+        .arg(&sub_cmd)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sub_out = lines_of(&mut sub);
+    guard.children.push(sub);
+    let mut received = Vec::new();
+
+    // The allowed publish: delivered (retried while the subscription is being set up).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = run_printed(&pub_ok);
+        assert!(out.status.success(), "{pub_ok}: {out:?}");
+        if wait_line(&sub_out, &mut received, Duration::from_millis(500), |l| {
+            l.ends_with("hello from sensor-01")
+        })
+        .is_some()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "allowed publish not delivered in 20 s"
+        );
+    }
+
+    // The refused publish: not delivered (the allowed publish after it is the marker).
+    let _ = run_printed(&pub_refused);
+    let out = run_printed(&pub_ok);
+    assert!(out.status.success());
+    let marker = wait_line(&sub_out, &mut received, Duration::from_secs(10), |l| {
+        l.ends_with("hello from sensor-01") || l.ends_with("not allowed")
+    });
+    assert_eq!(
+        marker.as_deref(),
+        Some("sites/lyon/devices/sensor-01/telemetry/temp hello from sensor-01"),
+        "refused publish was delivered: {received:?}"
+    );
+
+    // Hot reload: sensors may now publish any telemetry of their site.
+    let policies = manifests.join("20-policies.yaml");
+    let text = std::fs::read_to_string(&policies).unwrap();
+    let edited = text.replacen(
+        "      qos: [0, 1]\n",
+        "      qos: [0, 1]\n    - effect: allow\n      actions: [publish]\n      topics: [\"sites/${label:site}/devices/+/telemetry/#\"]\n",
+        1,
+    );
+    assert_ne!(edited, text);
+    let tmp_file = manifests.join("20-policies.yaml.new");
+    std::fs::write(&tmp_file, edited).unwrap();
+    let applied = Instant::now();
+    std::fs::rename(&tmp_file, &policies).unwrap();
+    let enforced = loop {
+        let _ = run_printed(&pub_refused);
+        if wait_line(&sub_out, &mut received, Duration::from_millis(200), |l| {
+            l.ends_with("not allowed")
+        })
+        .is_some()
+        {
+            break applied.elapsed();
+        }
+        assert!(
+            applied.elapsed() < Duration::from_secs(15),
+            "policy change not enforced within 15 s"
+        );
+    };
+    eprintln!(
+        "TopicPolicy edit -> enforced at the broker in {} ms (includes the 300 ms poll and one mosquitto_pub)",
+        enforced.as_millis()
+    );
+    let reload = wait_line(&up_out, &mut seen, Duration::from_secs(5), |l| {
+        l.contains("ACL revision") && l.contains("applied to 3/3 node(s)")
+    });
+    assert!(reload.is_some(), "no reload report:\n{}", seen.join("\n"));
+    eprintln!("{}", reload.unwrap().trim());
+
+    // SIGINT: local up stops every broker and exits.
+    let broker_pids: Vec<i32> = (0..3)
+        .map(|n| {
+            std::fs::read_to_string(state.join(format!("nodes/core-{n}/broker.pid")))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(broker_pids.iter().all(|p| alive(*p)));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(up_pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let up = &mut guard.children[0];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = up.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "local up still running 20 s after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "local up exit status {status}");
+    for pid in broker_pids {
+        assert!(
+            !alive(pid),
+            "broker pid {pid} still alive after local up exited"
+        );
+    }
+    assert!(!state.join("local.pid").exists());
+}
