@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod apidoc;
 pub mod check;
 pub mod crd;
 pub mod local;

@@ -43,11 +43,22 @@ enum Command {
         #[command(subcommand)]
         command: AclCommand,
     },
+    /// Generated documentation.
+    Docs {
+        #[command(subcommand)]
+        command: DocsCommand,
+    },
     /// Run a cluster's manifests on this machine, without Kubernetes.
     Local {
         #[command(subcommand)]
         command: LocalCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum DocsCommand {
+    /// Print the API reference generated from the CRD schemas (docs/api.md).
+    Api,
 }
 
 #[derive(Subcommand)]
@@ -173,6 +184,12 @@ fn main() -> ExitCode {
                 (e.to_string(), code)
             }),
         ),
+        Command::Docs {
+            command: DocsCommand::Api,
+        } => {
+            print!("{}", operator::apidoc::markdown());
+            ExitCode::SUCCESS
+        }
         Command::Local {
             command: LocalCommand::Down { dir },
         } => report(local::down(&dir).map_err(|e| (e.to_string(), 1))),
