@@ -4,6 +4,7 @@
 pub mod acl;
 pub mod apidoc;
 pub mod check;
+pub mod controllers;
 pub mod crd;
 pub mod local;
 pub mod manifest;

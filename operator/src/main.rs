@@ -38,6 +38,15 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Run the controllers (in-cluster or with the current kubeconfig), `/healthz` and `/metrics`.
+    Run {
+        /// Address of the `/healthz` and `/metrics` HTTP server.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        listen: std::net::SocketAddr,
+        /// Log format: JSON lines (the container default) or human-readable text.
+        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
+        log_format: LogFormat,
+    },
     /// Topic ACL tools.
     Acl {
         #[command(subcommand)]
@@ -139,6 +148,14 @@ struct ExplainArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    /// One JSON object per line, with the reconcile span's kind/namespace/name.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Output {
     /// One line per problem: `file:doc-index: Kind/name: field.path: message`.
     Text,
@@ -150,6 +167,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { out_dir } => run_crd(out_dir),
+        Command::Run { listen, log_format } => run_operator(listen, log_format),
         Command::Check { files, output } => run_check(&files, output),
         Command::Acl {
             command: AclCommand::Explain(args),
@@ -204,6 +222,41 @@ fn report(result: Result<(), (String, u8)>) -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+fn run_operator(listen: std::net::SocketAddr, format: LogFormat) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(async {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "no Kubernetes client configuration");
+                return ExitCode::from(2);
+            }
+        };
+        match operator::controllers::run(client, operator::controllers::RunOptions { listen }).await
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "operator stopped");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 fn load(files: &[PathBuf]) -> Result<Vec<manifest::Document>, ExitCode> {

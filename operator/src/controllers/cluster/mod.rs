@@ -1,0 +1,309 @@
+//! MqttCluster controller: dereference → validate → build → apply → update status.
+
+pub mod build;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crds::validate::validate_cluster;
+use crds::{DeviceIdentity, MqttCluster, TopicPolicy};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::Instrument;
+
+use self::build::{build, Desired, Observed};
+use super::apply::{apply, apply_dynamic, apply_status};
+use super::{error_policy, Context, Error};
+use crate::pki::OsRandomness;
+use crate::render::cluster::PdbApi;
+use crate::render::names::Names;
+
+const KIND: &str = "MqttCluster";
+
+/// Longest wait between two reconciles of a healthy cluster (drift and certificate checks).
+const RESYNC: Duration = Duration::from_secs(3600);
+
+fn now() -> crds::condition::Time {
+    crds::condition::Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+fn read(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Read { what, source }
+}
+
+/// Which PodDisruptionBudget API the server serves (`policy/v1` from 1.21, else v1beta1).
+pub async fn discover_pdb_api(client: &Client) -> Result<PdbApi, Error> {
+    match client.list_api_group_resources("policy/v1").await {
+        Ok(list)
+            if list
+                .resources
+                .iter()
+                .any(|r| r.name == "poddisruptionbudgets") =>
+        {
+            Ok(PdbApi::V1)
+        }
+        Ok(_) => Ok(PdbApi::V1Beta1),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(PdbApi::V1Beta1),
+        Err(e) => Err(read("discovering policy/v1")(e)),
+    }
+}
+
+/// Whether the Prometheus Operator's ServiceMonitor and PrometheusRule CRDs are served.
+pub async fn discover_monitoring(client: &Client) -> Result<bool, Error> {
+    match client
+        .list_api_group_resources("monitoring.coreos.com/v1")
+        .await
+    {
+        Ok(list) => Ok(["servicemonitors", "prometheusrules"]
+            .iter()
+            .all(|n| list.resources.iter().any(|r| r.name == *n))),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(read("discovering monitoring.coreos.com/v1")(e)),
+    }
+}
+
+/// Reads everything `build` needs.
+async fn dereference(client: &Client, cluster: &MqttCluster, ns: &str) -> Result<Observed, Error> {
+    let names = Names::new(&cluster.name_any());
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let pki = &cluster.spec.pki;
+    let secret = |name: String| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .get_opt(&name)
+                .await
+                .map(|s| s.and_then(|s| s.data))
+                .map_err(read(format!("Secret {name}")))
+        }
+    };
+    let cluster_ca_name = pki
+        .cluster_ca
+        .secret_ref
+        .as_ref()
+        .map_or_else(|| names.cluster_ca(), |r| r.name.clone());
+    let clients_ca_name = pki
+        .clients_ca
+        .secret_ref
+        .as_ref()
+        .map_or_else(|| names.clients_ca(), |r| r.name.clone());
+    Ok(Observed {
+        cluster_ca: secret(cluster_ca_name).await?,
+        clients_ca: secret(clients_ca_name).await?,
+        server_tls: secret(names.server_tls()).await?,
+        push_token: secret(names.push_token()).await?,
+        policies: Api::<TopicPolicy>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(read("TopicPolicies"))?
+            .items,
+        devices: Api::<DeviceIdentity>::namespaced(client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map_err(read("DeviceIdentities"))?
+            .items,
+        pdb_api: Some(discover_pdb_api(client).await?),
+        monitoring_crds: discover_monitoring(client).await?,
+    })
+}
+
+fn dynamic_api(client: &Client, ns: &str, value: &serde_json::Value) -> Api<DynamicObject> {
+    let (group, version) = value["apiVersion"]
+        .as_str()
+        .unwrap_or("v1")
+        .rsplit_once('/')
+        .map_or(
+            ("", value["apiVersion"].as_str().unwrap_or("v1")),
+            |(g, v)| (g, v),
+        );
+    let kind = value["kind"].as_str().unwrap_or_default();
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
+    Api::namespaced_with(client.clone(), ns, &ar)
+}
+
+/// Applies every child, Secrets and ConfigMaps before the StatefulSet that mounts them.
+/// Returns how many writes were made.
+async fn apply_all(client: &Client, ns: &str, desired: Desired) -> Result<usize, Error> {
+    let Desired {
+        cluster_ca_secret,
+        clients_ca_secret,
+        server_tls_secret,
+        push_token_secret,
+        ca_bundle,
+        config,
+        core,
+        monitoring,
+        dashboard,
+        summary: _,
+    } = desired;
+    let crate::render::cluster::CoreObjects {
+        stateful_set,
+        headless_service,
+        client_service,
+        pod_disruption_budget,
+        network_policy,
+    } = core;
+    let secrets = Api::<Secret>::namespaced(client.clone(), ns);
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let services = Api::<Service>::namespaced(client.clone(), ns);
+    let mut writes = 0;
+    for s in [cluster_ca_secret, clients_ca_secret]
+        .into_iter()
+        .flatten()
+        .chain([server_tls_secret, push_token_secret])
+    {
+        writes += usize::from(apply(&secrets, &s).await?);
+    }
+    for c in [ca_bundle, config] {
+        writes += usize::from(apply(&config_maps, &c).await?);
+    }
+    for s in [headless_service, client_service] {
+        writes += usize::from(apply(&services, &s).await?);
+    }
+    writes += usize::from(
+        apply(
+            &Api::<StatefulSet>::namespaced(client.clone(), ns),
+            &stateful_set,
+        )
+        .await?,
+    );
+    for value in std::iter::once(pod_disruption_budget)
+        .chain(monitoring)
+        .chain(dashboard)
+    {
+        writes += usize::from(apply_dynamic(&dynamic_api(client, ns, &value), &value).await?);
+    }
+    writes += usize::from(
+        apply(
+            &Api::<NetworkPolicy>::namespaced(client.clone(), ns),
+            &network_policy,
+        )
+        .await?,
+    );
+    Ok(writes)
+}
+
+/// One reconcile of an MqttCluster.
+pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile(KIND);
+    let ns = cluster.namespace().ok_or(Error::MissingKey("namespace"))?;
+    let name = cluster.name_any();
+    let api = Api::<MqttCluster>::namespaced(ctx.client.clone(), &ns);
+
+    // validate
+    let problems = validate_cluster(&cluster.spec);
+    if !problems.is_empty() {
+        let message = problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let status = status::invalid(&cluster, &message, now());
+        if apply_status(&api, &name, cluster.status.as_ref(), &status).await? {
+            ctx.warn(&cluster.object_ref(&()), "Invalid", message.clone())
+                .await;
+        }
+        tracing::info!(%message, "invalid spec: nothing applied");
+        return Ok(Action::await_change());
+    }
+
+    // dereference → build → apply
+    let observed = dereference(&ctx.client, &cluster, &ns).await?;
+    let desired = build(&cluster, &observed, &mut OsRandomness, SystemTime::now())?;
+    let summary = desired.summary.clone();
+    let writes = apply_all(&ctx.client, &ns, desired).await?;
+
+    // update status
+    let sts = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&Names::new(&name).core())
+        .await
+        .map_err(read("StatefulSet"))?;
+    let ready = sts
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let status = status::applied(&cluster, &summary, ready, now());
+    let status_written = apply_status(&api, &name, cluster.status.as_ref(), &status).await?;
+    for (id, holders) in &summary.duplicate_device_ids {
+        tracing::warn!(device_id = %id, holders = ?holders, "deviceId claimed twice");
+    }
+    tracing::info!(writes, status_written, "reconciled");
+    let next = summary
+        .next_renewal
+        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+        .map_or(RESYNC, |d| d.min(RESYNC));
+    Ok(Action::requeue(next))
+}
+
+fn policy_cluster(p: TopicPolicy) -> Option<ObjectRef<MqttCluster>> {
+    Some(ObjectRef::new(&p.spec.cluster_ref.name).within(&p.namespace()?))
+}
+
+fn device_cluster(d: DeviceIdentity) -> Option<ObjectRef<MqttCluster>> {
+    Some(ObjectRef::new(&d.spec.cluster_ref.name).within(&d.namespace()?))
+}
+
+/// Runs the MqttCluster controller until its watches end.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let wc = watcher::Config::default();
+    Controller::new(Api::<MqttCluster>::all(client.clone()), wc.clone())
+        .owns(Api::<StatefulSet>::all(client.clone()), wc.clone())
+        .owns(Api::<Service>::all(client.clone()), wc.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), wc.clone())
+        .owns(Api::<Secret>::all(client.clone()), wc.clone())
+        .watches(
+            Api::<TopicPolicy>::all(client.clone()),
+            wc.clone(),
+            policy_cluster,
+        )
+        .watches(Api::<DeviceIdentity>::all(client), wc, device_cluster)
+        .shutdown_on_signal()
+        .run(
+            |obj, ctx| {
+                let span = tracing::info_span!(
+                    "reconcile",
+                    kind = KIND,
+                    namespace = obj.namespace().unwrap_or_default(),
+                    name = obj.name_any()
+                );
+                async move {
+                    let key = format!(
+                        "{KIND}/{}/{}",
+                        obj.namespace().unwrap_or_default(),
+                        obj.name_any()
+                    );
+                    let r = reconcile(obj, ctx.clone()).await;
+                    if r.is_ok() {
+                        ctx.succeeded(&key);
+                    }
+                    r
+                }
+                .instrument(span)
+            },
+            |obj, err, ctx| {
+                let key = format!(
+                    "{KIND}/{}/{}",
+                    obj.namespace().unwrap_or_default(),
+                    obj.name_any()
+                );
+                error_policy(KIND, &key, err, &ctx)
+            },
+            ctx,
+        )
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "controller event");
+            }
+        })
+        .await;
+}

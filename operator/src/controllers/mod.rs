@@ -1,0 +1,194 @@
+//! The controllers: thin IO shells around the pure modules. One module per kind, each a
+//! pipeline **dereference → validate → build → apply → update status** (STYLE.md).
+//!
+//! [`run`] starts the MqttCluster, DeviceIdentity and TopicPolicy controllers plus the
+//! `/healthz` + `/metrics` HTTP server ([`telemetry`]).
+
+pub mod apply;
+pub mod cluster;
+pub mod device;
+pub mod policy;
+pub mod telemetry;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::Client;
+
+use self::apply::ApplyError;
+use self::cluster::build::BuildError;
+use self::telemetry::Metrics;
+
+/// A reconcile failed (transient: requeued with bounded backoff). Invalid specs are not errors:
+/// they end in a condition and an Event.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading from the API server failed.
+    #[error("{what}: {source}")]
+    Read {
+        /// What was read.
+        what: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing a child or status failed.
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    /// The desired state could not be built.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The object lacks namespace or name (never from a watch).
+    #[error("object without {0}")]
+    MissingKey(&'static str),
+}
+
+impl Error {
+    /// Low-cardinality label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Read { .. } => "read",
+            Error::Apply(_) => "apply",
+            Error::Build(b) => b.category(),
+            Error::MissingKey(_) => "object",
+        }
+    }
+}
+
+/// Shared state of every controller.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events.
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per object (kind/namespace/name), for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for `client`.
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: crate::render::names::FIELD_MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Self {
+            client,
+            recorder,
+            metrics,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a success: the next failure starts the backoff from the beginning.
+    pub fn succeeded(&self, key: &str) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.remove(key);
+        }
+    }
+
+    /// Records a failure and returns how long to wait: 1 s doubling to at most 5 min.
+    pub fn failed(&self, key: &str) -> Duration {
+        let n = self
+            .failures
+            .lock()
+            .map(|mut f| {
+                let n = f.entry(key.to_string()).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            })
+            .unwrap_or(1);
+        backoff(n)
+    }
+
+    /// Publishes a Warning Event `reason` with `note` about `reference`; failures are logged
+    /// (an Event is best effort).
+    pub async fn warn(&self, reference: &ObjectReference, reason: &str, note: String) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: reason.into(),
+            note: Some(note),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(error = %e, "publishing an Event failed");
+        }
+    }
+}
+
+/// Backoff after `n` consecutive failures: `2^(n-1)` seconds, capped at 300 s.
+pub fn backoff(n: u32) -> Duration {
+    let secs = 1u64 << n.saturating_sub(1).min(9);
+    Duration::from_secs(secs.min(300))
+}
+
+/// The error policy shared by all controllers: log, count, bounded exponential backoff.
+pub fn error_policy(kind: &'static str, key: &str, error: &Error, ctx: &Context) -> Action {
+    ctx.metrics.error(kind, error.category());
+    let wait = ctx.failed(key);
+    tracing::warn!(kind, object = key, error = %error, retry_in_s = wait.as_secs(), "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// Options of `mqtt-operator run`.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Address of the `/healthz` and `/metrics` server.
+    pub listen: SocketAddr,
+}
+
+/// Why the operator stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The HTTP server could not start.
+    #[error("serving /healthz and /metrics on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The IO error.
+        source: std::io::Error,
+    },
+}
+
+/// Runs every controller and the HTTP server until one of them stops.
+pub async fn run(client: Client, options: RunOptions) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    tracing::info!(addr = %options.listen, "serving /healthz and /metrics");
+    let ctx = Arc::new(Context::new(client, metrics.clone()));
+    tokio::select! {
+        r = telemetry::serve(listener, metrics) => r.map_err(|source| RunError::Listen { addr: options.listen, source }),
+        () = cluster::run(ctx.clone()) => Ok(()),
+        () = device::run(ctx.clone()) => Ok(()),
+        () = policy::run(ctx) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_bounded() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(50), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,138 @@
+//! Operator metrics (names from `contract::metrics::operator`) and the `/healthz` + `/metrics`
+//! HTTP server.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::routing::get;
+use axum::Router;
+use contract::metrics::operator as names;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// The operator's Prometheus metrics.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: IntCounterVec,
+    errors: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reconciles = IntCounterVec::new(
+            Opts::new(names::RECONCILE.name, names::RECONCILE.help),
+            names::RECONCILE.labels,
+        )
+        .expect("valid metric");
+        let errors = IntCounterVec::new(
+            Opts::new(names::RECONCILE_ERRORS.name, names::RECONCILE_ERRORS.help),
+            names::RECONCILE_ERRORS.labels,
+        )
+        .expect("valid metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                names::RECONCILE_DURATION.name,
+                names::RECONCILE_DURATION.help,
+            )
+            .buckets(vec![0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            names::RECONCILE_DURATION.labels,
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(errors.clone()),
+            Box::new(duration.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Self {
+            registry,
+            reconciles,
+            errors,
+            duration,
+        }
+    }
+
+    /// Counts a reconcile of `kind` and times it until the guard drops.
+    pub fn reconcile(&self, kind: &'static str) -> ReconcileTimer<'_> {
+        self.reconciles.with_label_values(&[kind]).inc();
+        ReconcileTimer {
+            metrics: self,
+            kind,
+            start: Instant::now(),
+        }
+    }
+
+    /// Counts a failed reconcile.
+    pub fn error(&self, kind: &'static str, category: &'static str) {
+        self.errors.with_label_values(&[kind, category]).inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}
+
+/// Observes the reconcile duration when dropped.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    kind: &'static str,
+    start: Instant,
+}
+
+impl Drop for ReconcileTimer<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .duration
+            .with_label_values(&[self.kind])
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Serves `/healthz` and `/metrics` until the listener fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { m.render() }
+            }),
+        );
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_use_the_contract_names() {
+        let m = Metrics::new();
+        drop(m.reconcile("MqttCluster"));
+        m.error("MqttCluster", "apply");
+        let text = m.render();
+        assert!(text.contains("mqtt_operator_reconcile_total{kind=\"MqttCluster\"} 1"));
+        assert!(text.contains(
+            "mqtt_operator_reconcile_errors_total{category=\"apply\",kind=\"MqttCluster\"} 1"
+        ));
+        assert!(
+            text.contains("mqtt_operator_reconcile_duration_seconds_count{kind=\"MqttCluster\"} 1")
+        );
+    }
+}
