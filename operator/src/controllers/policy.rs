@@ -30,7 +30,17 @@ pub fn desired_status(policy: &TopicPolicy, problems: &[String], now: Time) -> T
         .collect();
     let c = &mut s.conditions;
     if problems.is_empty() {
-        upsert(c, condition(ACCEPTED, true, "Valid", "", gen, now.clone()));
+        upsert(
+            c,
+            condition(
+                ACCEPTED,
+                true,
+                "Valid",
+                "the policy is valid",
+                gen,
+                now.clone(),
+            ),
+        );
         upsert(
             c,
             condition(
@@ -42,7 +52,10 @@ pub fn desired_status(policy: &TopicPolicy, problems: &[String], now: Time) -> T
                 now.clone(),
             ),
         );
-        upsert(c, condition(READY, true, "Accepted", "", gen, now));
+        upsert(
+            c,
+            condition(READY, true, "Accepted", "the policy is valid", gen, now),
+        );
     } else {
         let message = problems.join("; ");
         upsert(

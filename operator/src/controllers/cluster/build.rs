@@ -21,7 +21,7 @@ use crate::pki::{
     CertificateInfo, PkiError, Randomness, RotationDecision, ServerCertRequest,
 };
 use crate::render::broker::{broker_config, RenderError, Topology};
-use crate::render::cluster::{child_meta, core_objects, CoreObjects, PdbApi};
+use crate::render::cluster::{child_meta, core_objects, owner_reference, CoreObjects, PdbApi};
 use crate::render::config_dir::{CLIENTS_CA_KEY, CLUSTER_CA_KEY, PUSH_TOKEN_KEY};
 use crate::render::names::Names;
 
@@ -229,6 +229,19 @@ pub fn compile_acl(cluster: &MqttCluster, observed: &Observed) -> Result<Compile
     )
 }
 
+/// Sets the cluster's owner reference on a child built as JSON.
+fn owned_by(value: &mut Value, cluster: &MqttCluster) {
+    if let (Some(meta), Some(owner)) = (
+        value.get_mut("metadata").and_then(Value::as_object_mut),
+        owner_reference(cluster),
+    ) {
+        meta.insert(
+            "ownerReferences".into(),
+            serde_json::to_value(vec![owner]).unwrap_or(Value::Null),
+        );
+    }
+}
+
 /// Builds the desired children of a validated cluster.
 pub fn build(
     cluster: &MqttCluster,
@@ -385,10 +398,14 @@ pub fn build(
     } else {
         Vec::new()
     };
-    let dashboard = m
+    let mut dashboard = m
         .dashboard
         .enabled
         .then(|| monitoring::dashboard_config_map(cluster));
+    let mut monitoring = monitoring;
+    for value in monitoring.iter_mut().chain(dashboard.iter_mut()) {
+        owned_by(value, cluster);
+    }
 
     Ok(Desired {
         cluster_ca_secret: pki
@@ -478,6 +495,8 @@ mod tests {
         // Monitoring is on by default; no CRDs observed -> condition, nothing to apply.
         assert!(d.summary.monitoring_crd_missing);
         assert!(d.monitoring.is_empty());
+        let dashboard = d.dashboard.as_ref().unwrap();
+        assert_eq!(dashboard["metadata"]["ownerReferences"][0]["uid"], "uid-1");
     }
 
     #[test]

@@ -199,6 +199,11 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
     let name = cluster.name_any();
     let api = Api::<MqttCluster>::namespaced(ctx.client.clone(), &ns);
 
+    // Being deleted: the garbage collector removes the children; re-applying them would race it.
+    if cluster.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+
     // validate
     let problems = validate_cluster(&cluster.spec);
     if !problems.is_empty() {

@@ -128,7 +128,14 @@ pub fn applied(
                 now.clone(),
             )
         } else {
-            condition(DEGRADED, false, "AsExpected", "", gen, now.clone())
+            condition(
+                DEGRADED,
+                false,
+                "AsExpected",
+                "no core node lost",
+                gen,
+                now.clone(),
+            )
         },
     );
     upsert(
@@ -143,7 +150,14 @@ pub fn applied(
                 now.clone(),
             )
         } else {
-            condition(MONITORING_READY, true, "Applied", "", gen, now.clone())
+            condition(
+                MONITORING_READY,
+                true,
+                "Applied",
+                "monitoring objects applied (or none enabled)",
+                gen,
+                now.clone(),
+            )
         },
     );
     upsert(
