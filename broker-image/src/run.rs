@@ -37,9 +37,14 @@ pub enum StartError {
 /// Runs the broker until the process is stopped.
 pub async fn run(config_dir: PathBuf, runtime_dir: PathBuf) -> Result<(), StartError> {
     let files = crate::directory::read(&config_dir)?;
-    let dir = contract::config::load(&files).map_err(|source| StartError::Config {
-        dir: config_dir.clone(),
-        source,
+    // In Kubernetes every pod mounts the same broker.json (`node.idFromPodName`); the id then
+    // comes from the pod name the downward API puts in POD_NAME.
+    let pod_name = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty());
+    let dir = contract::config::load_for(&files, pod_name.as_deref()).map_err(|source| {
+        StartError::Config {
+            dir: config_dir.clone(),
+            source,
+        }
     })?;
     let policy = crate::access::Policy::new(&dir.acl);
     let serials = dir

@@ -25,6 +25,13 @@ pub mod files {
     /// Trust bundle for client certificates (PEM, one or more CA certificates). Hot-reloaded.
     pub const CLIENTS_CA: &str = "tls/clients-ca.crt";
     /// The compiled ACL rule set (binary, [`crate::acl::codec`]). Hot-reloaded.
+    ///
+    /// Size limit: in Kubernetes this file is a key of the config ConfigMap, and a ConfigMap
+    /// (all keys together, plus metadata) cannot exceed 1 MiB (etcd's request limit). A large
+    /// fleet's rule set will not fit. Plan: the push endpoint (`PUT /v1/acl`) is the primary
+    /// path for rule sets and the ConfigMap copy only bootstraps a starting pod; past the limit
+    /// the operator will ship a bootstrap rule set (default action only) in the ConfigMap and
+    /// push the full set to every node, reporting `AclApplied` from `/readyz` revisions.
     pub const ACL: &str = "acl.bin";
     /// The revoked certificate serials ([`super::RevokedSet`]), JSON. Hot-reloaded.
     pub const REVOKED: &str = "revoked.json";
@@ -78,7 +85,52 @@ fn default_watch_interval_ms() -> u64 {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeConfig {
     /// Raft node id, `StatefulSet ordinal + 1` (raft reserves 0). Must appear in `cluster.peers`.
+    ///
+    /// Exactly one source: either this field (local mode, tests: one file per node), or
+    /// [`NodeConfig::id_from_pod_name`] (Kubernetes: every pod mounts the same ConfigMap). After
+    /// [`load_for`] / [`load_broker_config_for`] it always holds the resolved id.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub id: u64,
+    /// Take the id from the pod name the broker is started with (env `POD_NAME`, set from the
+    /// downward API): `<clusterName>-core-<ordinal>` gives id `ordinal + 1`. Added in the same
+    /// `broker.mqtt.operator.dev/v1` (an additive field; brokers that predate it refuse it
+    /// loudly, as `deny_unknown_fields` makes them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub id_from_pod_name: bool,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl NodeConfig {
+    /// A fixed node id.
+    pub fn with_id(id: u64) -> Self {
+        Self {
+            id,
+            id_from_pod_name: false,
+        }
+    }
+
+    /// The id comes from the pod name at start.
+    pub fn from_pod_name() -> Self {
+        Self {
+            id: 0,
+            id_from_pod_name: true,
+        }
+    }
+}
+
+/// The raft id of pod `pod_name` of cluster `cluster_name` (`<cluster>-core-<ordinal>` →
+/// `ordinal + 1`), or `None` when the name does not have that shape.
+pub fn node_id_from_pod_name(cluster_name: &str, pod_name: &str) -> Option<u64> {
+    let ordinal = pod_name
+        .strip_prefix(cluster_name)?
+        .strip_prefix("-core-")?;
+    if ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ordinal.parse::<u64>().ok()?.checked_add(1)
 }
 
 /// Client-facing listeners. MQTTS is always on; the others are opt-in.
@@ -285,6 +337,14 @@ pub enum ConfigError {
     UnsupportedVersion { file: &'static str, found: String },
     #[error("broker.json: node.id must be >= 1 (raft reserves 0)")]
     ZeroNodeId,
+    #[error(
+        "broker.json: node.id is fixed, yet a pod name ({0:?}) was given too: one source only"
+    )]
+    NodeIdTwice(String),
+    #[error("broker.json: node.idFromPodName is set but no pod name (env POD_NAME) was given")]
+    NoPodName,
+    #[error("pod name {pod:?} is not <clusterName>-core-<ordinal> for cluster {cluster:?}")]
+    BadPodName { pod: String, cluster: String },
     #[error("broker.json: node.id {0} is not listed in cluster.peers")]
     NodeNotInPeers(u64),
     #[error("broker.json: cluster.peers lists node id {0} twice")]
@@ -356,10 +416,36 @@ pub fn load_acl(bytes: &[u8]) -> Result<crate::acl::RuleSet, ConfigError> {
     Ok(crate::acl::codec::decode(bytes)?)
 }
 
-/// Parses and cross-checks `broker.json`.
+/// Parses and cross-checks `broker.json` whose node id is fixed ([`load_broker_config_for`]
+/// without a pod name).
 pub fn load_broker_config(bytes: &[u8]) -> Result<BrokerConfig, ConfigError> {
-    let config: BrokerConfig = json(bytes, files::BROKER)?;
+    load_broker_config_for(bytes, None)
+}
+
+/// Parses and cross-checks `broker.json`, resolving the node id from exactly one source: the
+/// fixed `node.id`, or `pod_name` when `node.idFromPodName` is set. Anything else (both, neither,
+/// a flag without a pod name) is an error.
+pub fn load_broker_config_for(
+    bytes: &[u8],
+    pod_name: Option<&str>,
+) -> Result<BrokerConfig, ConfigError> {
+    let mut config: BrokerConfig = json(bytes, files::BROKER)?;
     check_version(&config.version, files::BROKER)?;
+    match (config.node.id, config.node.id_from_pod_name, pod_name) {
+        (0, true, Some(pod)) => {
+            config.node =
+                NodeConfig::with_id(node_id_from_pod_name(&config.cluster_name, pod).ok_or_else(
+                    || ConfigError::BadPodName {
+                        pod: pod.to_string(),
+                        cluster: config.cluster_name.clone(),
+                    },
+                )?);
+        }
+        (0, true, None) => return Err(ConfigError::NoPodName),
+        (_, true, _) => return Err(ConfigError::NodeIdTwice(String::from("node.idFromPodName"))),
+        (id, false, Some(pod)) if id != 0 => return Err(ConfigError::NodeIdTwice(pod.to_string())),
+        _ => {}
+    }
     if config.node.id == 0 {
         return Err(ConfigError::ZeroNodeId);
     }
@@ -443,12 +529,21 @@ pub fn check_trust_bundle(pem: &str) -> Result<(), ConfigError> {
 
 /// Loads a whole configuration directory: every file present, parsed and cross-checked.
 pub fn load(dir: &DirectoryFiles) -> Result<BrokerDirectory, ConfigError> {
+    load_for(dir, None)
+}
+
+/// [`load`] for a broker started as pod `pod_name` (env `POD_NAME`); see
+/// [`load_broker_config_for`] for how the node id is resolved.
+pub fn load_for(
+    dir: &DirectoryFiles,
+    pod_name: Option<&str>,
+) -> Result<BrokerDirectory, ConfigError> {
     for file in files::ALL {
         if !dir.contains_key(file) {
             return Err(ConfigError::MissingFile(file));
         }
     }
-    let config = load_broker_config(&dir[files::BROKER])?;
+    let config = load_broker_config_for(&dir[files::BROKER], pod_name)?;
     let server_cert_pem = text(dir, files::SERVER_CERT)?.to_owned();
     if !has_pem_block(&server_cert_pem, &["CERTIFICATE"]) {
         return Err(ConfigError::NoPem {

@@ -7,7 +7,7 @@ fn config() -> BrokerConfig {
     BrokerConfig {
         version: CONFIG_VERSION.into(),
         cluster_name: "demo".into(),
-        node: NodeConfig { id: 1 },
+        node: NodeConfig::with_id(1),
         listeners: ListenersConfig {
             bind: "127.0.0.1".into(),
             mqtts: PortConfig { port: 8883 },
@@ -355,4 +355,45 @@ fn acl_bin_round_trips_and_garbage_is_rejected_naming_the_file() {
     let err = load(&bad).unwrap_err();
     assert!(matches!(err, ConfigError::Acl(_)), "{err}");
     assert!(err.to_string().contains("acl.bin"), "{err}");
+}
+
+#[test]
+fn node_id_from_pod_name_resolves_the_ordinal() {
+    let files = broker_json_with(|c| c.node = NodeConfig::from_pod_name());
+    let dir = load_for(&files, Some("demo-core-2")).unwrap();
+    assert_eq!(dir.config.node, NodeConfig::with_id(3));
+    assert_eq!(node_id_from_pod_name("demo", "demo-core-0"), Some(1));
+    assert_eq!(node_id_from_pod_name("demo", "other-core-0"), None);
+    assert_eq!(node_id_from_pod_name("demo", "demo-core-"), None);
+    assert_eq!(node_id_from_pod_name("demo", "demo-core-1x"), None);
+}
+
+#[test]
+fn node_id_has_exactly_one_source() {
+    let from_pod = broker_json_with(|c| c.node = NodeConfig::from_pod_name());
+    assert_eq!(load(&from_pod).unwrap_err(), ConfigError::NoPodName);
+    assert!(matches!(
+        load_for(&from_pod, Some("demo-core-x")).unwrap_err(),
+        ConfigError::BadPodName { .. }
+    ));
+    // Ordinal 6 -> id 7, which is not a peer.
+    assert_eq!(
+        load_for(&from_pod, Some("demo-core-6")).unwrap_err(),
+        ConfigError::NodeNotInPeers(7)
+    );
+    let fixed = broker_json_with(|c| c.node = NodeConfig::with_id(1));
+    assert_eq!(
+        load_for(&fixed, Some("demo-core-0")).unwrap_err(),
+        ConfigError::NodeIdTwice("demo-core-0".into())
+    );
+    let both = broker_json_with(|c| {
+        c.node = NodeConfig {
+            id: 1,
+            id_from_pod_name: true,
+        }
+    });
+    assert!(matches!(
+        load_for(&both, Some("demo-core-0")).unwrap_err(),
+        ConfigError::NodeIdTwice(_)
+    ));
 }

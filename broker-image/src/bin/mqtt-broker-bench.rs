@@ -147,7 +147,7 @@ fn start_brokers(root: &Path, pki: &Pki, n: u64) -> Result<(Procs, Vec<u16>), Fa
             config: BrokerConfig {
                 version: CONFIG_VERSION.into(),
                 cluster_name: "bench".into(),
-                node: NodeConfig { id: *id },
+                node: NodeConfig::with_id(*id),
                 listeners: ListenersConfig {
                     bind: "127.0.0.1".into(),
                     mqtts: PortConfig { port: *mqtt_port },

@@ -128,6 +128,18 @@ fn clamp<T: TryFrom<i64>>(field: &'static str, v: i64) -> Result<T, RenderError>
     })
 }
 
+/// The one `broker.json` every pod of a Kubernetes cluster mounts: the node id comes from the
+/// pod name at start (`node.idFromPodName`), so one ConfigMap serves every pod.
+pub fn shared_broker_config(
+    cluster: &str,
+    spec: &MqttClusterSpec,
+    topology: &Topology,
+) -> Result<BrokerConfig, RenderError> {
+    let mut config = broker_config(cluster, spec, topology, 0)?;
+    config.node = NodeConfig::from_pod_name();
+    Ok(config)
+}
+
 /// `broker.json` of node `index` (0-based; raft id `index + 1`).
 pub fn broker_config(
     cluster: &str,
@@ -169,9 +181,7 @@ pub fn broker_config(
     Ok(BrokerConfig {
         version: CONFIG_VERSION.into(),
         cluster_name: cluster.into(),
-        node: NodeConfig {
-            id: index as u64 + 1,
-        },
+        node: NodeConfig::with_id(index as u64 + 1),
         listeners: ListenersConfig {
             bind: topology.bind.clone(),
             mqtts: PortConfig { port: ports.mqtts },
@@ -258,6 +268,20 @@ mod tests {
             let json = serde_json::to_vec(c).unwrap();
             contract::config::load_broker_config(&json).expect("loadable");
         }
+    }
+
+    #[test]
+    fn the_shared_config_takes_the_id_from_the_pod_name() {
+        let s = spec("{core: {replicas: 3}}");
+        let t = Topology::kubernetes("qs", "iot", &s).unwrap();
+        let c = shared_broker_config("qs", &s, &t).unwrap();
+        let json = serde_json::to_vec(&c).unwrap();
+        assert!(
+            contract::config::load_broker_config(&json).is_err(),
+            "needs a pod name"
+        );
+        let loaded = contract::config::load_broker_config_for(&json, Some("qs-core-1")).unwrap();
+        assert_eq!(loaded, broker_config("qs", &s, &t, 1).unwrap());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::pki::{
     decide_server_rotation, issue_server_certificate, CaKind, CaProfile, CertificateAuthority,
     CertificateInfo, PkiError, Randomness, RotationDecision, ServerCertRequest,
 };
-use crate::render::broker::{broker_config, RenderError, Topology};
+use crate::render::broker::{shared_broker_config, RenderError, Topology};
 use crate::render::cluster::{child_meta, core_objects, owner_reference, CoreObjects, PdbApi};
 use crate::render::config_dir::{CLIENTS_CA_KEY, CLUSTER_CA_KEY, PUSH_TOKEN_KEY};
 use crate::render::names::Names;
@@ -344,7 +344,7 @@ pub fn build(
 
     // Configuration ConfigMap: broker.json, the compiled ACL, the revoked set.
     let topology = Topology::kubernetes(name, namespace, spec)?;
-    let broker = broker_config(name, spec, &topology, 0)?;
+    let broker = shared_broker_config(name, spec, &topology)?;
     let broker_json = serde_json::to_string_pretty(&broker).unwrap_or_default();
     let compiled = compile_acl(cluster, observed)?;
     let acl_bytes = compiled.encode();
