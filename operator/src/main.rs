@@ -40,8 +40,12 @@ enum Command {
     },
     /// Run the controllers (in-cluster or with the current kubeconfig), `/healthz` and `/metrics`.
     Run {
-        /// Address of the `/healthz` and `/metrics` HTTP server.
-        #[arg(long, default_value = "0.0.0.0:8080")]
+        /// Address of the `/healthz` and `/metrics` HTTP server (the Helm chart's flag).
+        #[arg(
+            long = "metrics-bind-address",
+            alias = "listen",
+            default_value = "0.0.0.0:8080"
+        )]
         listen: std::net::SocketAddr,
         /// Log format: JSON lines (the container default) or human-readable text.
         #[arg(long, value_enum, default_value_t = LogFormat::Json)]

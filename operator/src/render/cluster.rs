@@ -205,8 +205,8 @@ pub fn core_objects(cluster: &MqttCluster, config_hash: &str, pdb_api: PdbApi) -
         args: Some(vec![
             "--config-dir".into(),
             names::CONFIG_DIR.into(),
-            "--data-dir".into(),
-            names::DATA_DIR.into(),
+            "--runtime-dir".into(),
+            names::RUNTIME_DIR.into(),
         ]),
         env: Some(vec![EnvVar {
             name: "POD_NAME".into(),

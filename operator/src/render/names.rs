@@ -22,6 +22,8 @@ pub const GRPC_PORT: i32 = 5364;
 pub const CONFIG_DIR: &str = "/etc/mqtt";
 /// Where the persistent volume is mounted.
 pub const DATA_DIR: &str = "/var/lib/mqtt";
+/// The broker's writable scratch directory (the root filesystem is read-only), on the volume.
+pub const RUNTIME_DIR: &str = "/var/lib/mqtt/run";
 
 /// Object names derived from the cluster's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
