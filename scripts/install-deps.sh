@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs every system package and cached tool the tests need. Idempotent: a warm machine
 # returns in seconds. Fails loudly.
+#   --local   only what `local up` needs (protoc to build the broker, mosquitto clients)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
+only_local=false
+[ "${1-}" = "--local" ] && only_local=true
 
 # Debian packages the tests use. Keep this list the one place they are named.
 packages=(
@@ -12,6 +15,10 @@ packages=(
   mosquitto-clients  # mosquitto_pub/sub: independent MQTT client in broker tests
   mosquitto          # the anchor broker in the broker benchmark
 )
+
+if $only_local; then
+  packages=(protobuf-compiler mosquitto-clients)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +33,8 @@ if ((${#missing[@]})); then
 else
   echo "install-deps: Debian packages present"
 fi
+
+$only_local && exit 0
 
 # The e2e test bed (etcd + kube-apiserver + kube-controller-manager 1.20.2 built from Debian's
 # source package; minutes on a fresh machine, cached after). See e2e/README.md.
