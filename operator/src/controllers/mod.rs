@@ -141,6 +141,52 @@ pub fn error_policy(kind: &'static str, key: &str, error: &Error, ctx: &Context)
     Action::requeue(wait)
 }
 
+/// `Kind/namespace/name`: the key of an object in backoff bookkeeping and logs.
+fn object_key<K: kube::ResourceExt>(kind: &str, obj: &K) -> String {
+    format!(
+        "{kind}/{}/{}",
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Runs one reconcile inside a `reconcile` span carrying kind/namespace/name, and resets the
+/// object's backoff when it succeeds. Every controller's reconcile goes through this.
+pub async fn traced<K, Fut>(
+    kind: &'static str,
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+    reconcile: impl FnOnce(Arc<K>, Arc<Context>) -> Fut,
+) -> Result<Action, Error>
+where
+    K: kube::ResourceExt,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    use tracing::Instrument;
+    let key = object_key(kind, obj.as_ref());
+    let span = tracing::info_span!(
+        "reconcile",
+        kind,
+        namespace = obj.namespace().unwrap_or_default(),
+        name = obj.name_any()
+    );
+    let result = reconcile(obj, ctx.clone()).instrument(span).await;
+    if result.is_ok() {
+        ctx.succeeded(&key);
+    }
+    result
+}
+
+/// [`error_policy`] for an object, as the controllers' error callback.
+pub fn on_error<K: kube::ResourceExt>(
+    kind: &'static str,
+    obj: &K,
+    error: &Error,
+    ctx: &Context,
+) -> Action {
+    error_policy(kind, &object_key(kind, obj), error, ctx)
+}
+
 /// Options of `mqtt-operator run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

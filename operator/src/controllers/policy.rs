@@ -12,10 +12,9 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use tracing::Instrument;
 
 use super::apply::apply_status;
-use super::{error_policy, Context, Error};
+use super::{Context, Error};
 
 const KIND: &str = "TopicPolicy";
 
@@ -95,35 +94,8 @@ pub async fn run(ctx: Arc<Context>) {
     Controller::new(api, watcher::Config::default())
         .shutdown_on_signal()
         .run(
-            |obj, ctx| {
-                let span = tracing::info_span!(
-                    "reconcile",
-                    kind = KIND,
-                    namespace = obj.namespace().unwrap_or_default(),
-                    name = obj.name_any()
-                );
-                async move {
-                    let key = format!(
-                        "{KIND}/{}/{}",
-                        obj.namespace().unwrap_or_default(),
-                        obj.name_any()
-                    );
-                    let r = reconcile(obj, ctx.clone()).await;
-                    if r.is_ok() {
-                        ctx.succeeded(&key);
-                    }
-                    r
-                }
-                .instrument(span)
-            },
-            |obj, err, ctx| {
-                let key = format!(
-                    "{KIND}/{}/{}",
-                    obj.namespace().unwrap_or_default(),
-                    obj.name_any()
-                );
-                error_policy(KIND, &key, err, &ctx)
-            },
+            |obj, ctx| super::traced(KIND, obj, ctx, reconcile),
+            |obj, err, ctx| super::on_error(KIND, obj.as_ref(), err, &ctx),
             ctx,
         )
         .for_each(|_| async {})

@@ -17,11 +17,10 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use tracing::Instrument;
 
 use self::build::{build, Desired, Observed};
 use super::apply::{apply, apply_dynamic, apply_status};
-use super::{error_policy, Context, Error};
+use super::{Context, Error};
 use crate::pki::OsRandomness;
 use crate::render::cluster::PdbApi;
 use crate::render::names::Names;
@@ -274,35 +273,8 @@ pub async fn run(ctx: Arc<Context>) {
         .watches(Api::<DeviceIdentity>::all(client), wc, device_cluster)
         .shutdown_on_signal()
         .run(
-            |obj, ctx| {
-                let span = tracing::info_span!(
-                    "reconcile",
-                    kind = KIND,
-                    namespace = obj.namespace().unwrap_or_default(),
-                    name = obj.name_any()
-                );
-                async move {
-                    let key = format!(
-                        "{KIND}/{}/{}",
-                        obj.namespace().unwrap_or_default(),
-                        obj.name_any()
-                    );
-                    let r = reconcile(obj, ctx.clone()).await;
-                    if r.is_ok() {
-                        ctx.succeeded(&key);
-                    }
-                    r
-                }
-                .instrument(span)
-            },
-            |obj, err, ctx| {
-                let key = format!(
-                    "{KIND}/{}/{}",
-                    obj.namespace().unwrap_or_default(),
-                    obj.name_any()
-                );
-                error_policy(KIND, &key, err, &ctx)
-            },
+            |obj, ctx| super::traced(KIND, obj, ctx, reconcile),
+            |obj, err, ctx| super::on_error(KIND, obj.as_ref(), err, &ctx),
             ctx,
         )
         .for_each(|r| async move {
