@@ -12,9 +12,7 @@ use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 
-use super::apply::apply_status;
 use super::{Context, Error};
 
 const KIND: &str = "DeviceIdentity";
@@ -47,21 +45,21 @@ pub fn desired_status(
 
 /// One reconcile of a DeviceIdentity.
 pub async fn reconcile(device: Arc<DeviceIdentity>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile(KIND);
-    let ns = device.namespace().ok_or(Error::MissingKey("namespace"))?;
-    let api = Api::<DeviceIdentity>::namespaced(ctx.client.clone(), &ns);
     let problems: Vec<String> = validate_device(&device.spec)
         .iter()
         .map(ToString::to_string)
         .collect();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = desired_status(&device, &problems, now);
-    let written = apply_status(&api, &device.name_any(), device.status.as_ref(), &status).await?;
-    if written && !problems.is_empty() {
-        ctx.warn(&device.object_ref(&()), "Invalid", problems.join("; "))
-            .await;
-    }
-    Ok(Action::await_change())
+    super::report_status(
+        KIND,
+        device.as_ref(),
+        &ctx,
+        device.status.as_ref(),
+        &problems,
+        &status,
+    )
+    .await
 }
 
 /// Runs the DeviceIdentity controller until its watch ends.

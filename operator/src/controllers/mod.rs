@@ -187,6 +187,41 @@ pub fn on_error<K: kube::ResourceExt>(
     error_policy(kind, &object_key(kind, obj), error, ctx)
 }
 
+/// The reconcile of a kind whose controller only validates and reports: write the status
+/// computed from the validation `problems` (skipped when unchanged) and, when the status changed
+/// and the spec is invalid, publish an `Invalid` Event. Used by DeviceIdentity and TopicPolicy.
+pub async fn report_status<K, S>(
+    kind: &'static str,
+    obj: &K,
+    ctx: &Context,
+    current: Option<&S>,
+    problems: &[String],
+    status: &S,
+) -> Result<Action, Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+    S: serde::Serialize + PartialEq,
+{
+    let _timer = ctx.metrics.reconcile(kind);
+    let ns = obj
+        .meta()
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingKey("namespace"))?;
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    let api = kube::Api::<K>::namespaced(ctx.client.clone(), ns);
+    let written = apply::apply_status(&api, name, current, status).await?;
+    if written && !problems.is_empty() {
+        let reference = obj.object_ref(&K::DynamicType::default());
+        ctx.warn(&reference, "Invalid", problems.join("; ")).await;
+    }
+    Ok(Action::await_change())
+}
+
 /// Options of `mqtt-operator run`.
 #[derive(Debug, Clone)]
 pub struct RunOptions {

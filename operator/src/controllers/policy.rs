@@ -11,9 +11,7 @@ use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 
-use super::apply::apply_status;
 use super::{Context, Error};
 
 const KIND: &str = "TopicPolicy";
@@ -71,21 +69,21 @@ pub fn desired_status(policy: &TopicPolicy, problems: &[String], now: Time) -> T
 
 /// One reconcile of a TopicPolicy.
 pub async fn reconcile(policy: Arc<TopicPolicy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile(KIND);
-    let ns = policy.namespace().ok_or(Error::MissingKey("namespace"))?;
-    let api = Api::<TopicPolicy>::namespaced(ctx.client.clone(), &ns);
     let problems: Vec<String> = validate_policy(&policy.spec)
         .iter()
         .map(ToString::to_string)
         .collect();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let status = desired_status(&policy, &problems, now);
-    let written = apply_status(&api, &policy.name_any(), policy.status.as_ref(), &status).await?;
-    if written && !problems.is_empty() {
-        ctx.warn(&policy.object_ref(&()), "Invalid", problems.join("; "))
-            .await;
-    }
-    Ok(Action::await_change())
+    super::report_status(
+        KIND,
+        policy.as_ref(),
+        &ctx,
+        policy.status.as_ref(),
+        &problems,
+        &status,
+    )
+    .await
 }
 
 /// Runs the TopicPolicy controller until its watch ends.
