@@ -9,26 +9,14 @@
 //! binaries are built); with `cargo test -p operator` alone the test builds it first with
 //! `cargo build -p broker --bin mqtt-broker`.
 
+#[path = "support/tool.rs"]
+mod tool;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
-
-fn require_tool(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required (scripts/install-deps.sh installs mosquitto-clients)");
-        }
-        eprintln!("SKIP: {tool} not installed (run scripts/install-deps.sh)");
-    }
-    found
-}
 
 /// `MQTT_BROKER_BIN` when set, else the broker binary next to the operator binary, built if
 /// missing.
@@ -159,7 +147,9 @@ fn alive(pid: i32) -> bool {
 
 #[test]
 fn local_up_quickstart_end_to_end() {
-    if !require_tool("mosquitto_sub") || !require_tool("mosquitto_pub") {
+    if tool::require("mosquitto_sub", "mosquitto-clients").is_none()
+        || tool::require("mosquitto_pub", "mosquitto-clients").is_none()
+    {
         return;
     }
     let operator = PathBuf::from(env!("CARGO_BIN_EXE_mqtt-operator"));

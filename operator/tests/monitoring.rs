@@ -15,6 +15,9 @@ use crds::MqttCluster;
 use operator::manifest::{self, Resource};
 use operator::monitoring::{self, rules, RuleOptions};
 
+#[path = "support/tool.rs"]
+mod tool;
+
 #[path = "support/monitoring_scenarios.rs"]
 mod scenarios;
 use scenarios::{scenarios, Scenario};
@@ -23,22 +26,9 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `promtool`, or `None` (skip, with the reason printed) when run by hand without it.
-/// Under CI (`CI` set) its absence fails the test.
+/// `promtool` (Debian `prometheus`), or `None` when skipping by hand.
 fn promtool() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("promtool"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required in CI (Debian package `prometheus`, installed by scripts/install-deps.sh)"
-        );
-        eprintln!("SKIP: promtool not found; install Debian's `prometheus` package (scripts/install-deps.sh)");
-    }
-    found
+    tool::require("promtool", "prometheus")
 }
 
 fn example_clusters() -> Vec<MqttCluster> {

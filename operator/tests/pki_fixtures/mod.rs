@@ -2,6 +2,9 @@
 //! `openssl` CLI (required when `CI=true`, skipped with a message otherwise).
 #![allow(dead_code)]
 
+#[path = "../support/tool.rs"]
+mod tool;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,22 +53,9 @@ pub fn device_cert(
     issue_device_certificate(ca, &device(id), &profile, rng, now).expect("issue device cert")
 }
 
-/// The `openssl` binary, or `None` (after saying why) when it is absent and CI is not set.
-/// Panics when CI=true and it is absent: CI installs it (scripts/install-deps.sh).
+/// The `openssl` binary, or `None` when skipping by hand (see `support/tool.rs`).
 pub fn openssl() -> Option<PathBuf> {
-    let found = Command::new("openssl")
-        .arg("version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if found {
-        return Some(PathBuf::from("openssl"));
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("openssl CLI not found but CI=true: scripts/install-deps.sh must install it");
-    }
-    eprintln!("SKIP: openssl CLI not found (run scripts/install-deps.sh); CI is not set");
-    None
+    tool::require("openssl", "openssl")
 }
 
 /// Runs openssl with `args` in `dir`; returns the output (never panics on a non-zero exit).
