@@ -5,6 +5,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config_dir;
 pub mod names;
+pub mod preview;
 
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,10 @@ const KIND: &str = "MqttCluster";
 /// Longest wait between two reconciles of a healthy cluster (drift and certificate checks).
 const RESYNC: Duration = Duration::from_secs(3600);
 
+/// Wait between reconciles while monitoring is wanted but its CRDs are missing, so installing
+/// the Prometheus Operator is noticed without a restart (discovery runs on every reconcile).
+pub const MONITORING_CRD_RECHECK: Duration = Duration::from_secs(60);
+
 fn now() -> crds::condition::Time {
     crds::condition::Time(k8s_openapi::jiff::Timestamp::now())
 }
@@ -245,6 +249,11 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
         .next_renewal
         .and_then(|t| t.duration_since(SystemTime::now()).ok())
         .map_or(RESYNC, |d| d.min(RESYNC));
+    let next = if summary.monitoring_crd_missing {
+        next.min(MONITORING_CRD_RECHECK)
+    } else {
+        next
+    };
     Ok(Action::requeue(next))
 }
 
