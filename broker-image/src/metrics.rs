@@ -94,7 +94,8 @@ pub fn render(live: &Live, engine: &EngineSample, config: &BrokerConfig) -> Stri
     );
     shared(&mut out, &b::RAFT_PEERS_UP, load(&live.raft_peers_up));
     shared(&mut out, &b::RAFT_PEERS, config.cluster.peers.len());
-    // mqtt_raft_term is not exported: rmqtt 0.24 keeps the raft status private to its plugin.
+    // No raft term: rmqtt 0.24 keeps the raft status private to its plugin (so the contract has
+    // no such name).
     let policy = live.policy();
     let revoked = live.revoked();
     let trust = live.trust();
@@ -175,7 +176,24 @@ pub fn render(live: &Live, engine: &EngineSample, config: &BrokerConfig) -> Stri
         "Hot reloads rejected (invalid content).",
         load(&c.reload_errors),
     );
+    declare_absent_families(&mut out);
     out
+}
+
+/// Declares (HELP and TYPE, no sample) every shared family not rendered above, e.g. the bridge
+/// families while no bridge runs: scrapes and rule checks see the name before its first series.
+fn declare_absent_families(out: &mut String) {
+    for m in b::ALL {
+        if !out.contains(&format!("# TYPE {} ", m.name)) {
+            let _ = writeln!(
+                out,
+                "# HELP {n} {h}\n# TYPE {n} {k}",
+                n = m.name,
+                h = m.help,
+                k = m.kind
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -184,7 +202,7 @@ mod tests {
     use crate::live::{trust_state, RevokedIndex};
 
     #[test]
-    fn renders_every_shared_name_but_raft_term() {
+    fn renders_every_shared_name() {
         let set = contract::acl::RuleSetBuilder::new(contract::acl::Effect::Deny)
             .build()
             .unwrap();
@@ -216,15 +234,14 @@ mod tests {
             )),
             "{text}"
         );
-        for m in b::ALL
-            .iter()
-            .filter(|m| m.name != b::RAFT_TERM.name && !m.name.starts_with("mqtt_bridge_"))
-        {
+        for m in b::ALL {
             assert!(
                 text.contains(&format!("# TYPE {} {}\n", m.name, m.kind)),
                 "missing {} in\n{text}",
                 m.name
             );
         }
+        // No bridge runs: its families are declared without a series.
+        assert!(!text.contains(&format!("\n{}{{", b::BRIDGE_CONNECTED.name)));
     }
 }

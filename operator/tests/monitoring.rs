@@ -13,7 +13,7 @@ use std::process::Command;
 use contract::metrics;
 use crds::MqttCluster;
 use operator::manifest::{self, Resource};
-use operator::monitoring::{self, rules, RuleOptions};
+use operator::monitoring::{self, metric_names, rules, RuleOptions};
 
 #[path = "support/tool.rs"]
 mod tool;
@@ -284,22 +284,6 @@ fn thresholds_follow_the_spec_and_overrides() {
     assert_eq!(bridge.for_, "15m");
 }
 
-/// Metric names in a PromQL expression: identifiers followed by `{` (our queries always select).
-fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let bytes = expr.as_bytes();
-    for (i, _) in expr.match_indices('{') {
-        let start = bytes[..i]
-            .iter()
-            .rposition(|b| !(b.is_ascii_alphanumeric() || *b == b'_' || *b == b':'))
-            .map_or(0, |p| p + 1);
-        if start < i {
-            names.push(expr[start..i].to_string());
-        }
-    }
-    names
-}
-
 fn known_metric(name: &str) -> bool {
     name == "up"
         || metrics::broker::ALL
@@ -358,6 +342,16 @@ fn rules_and_dashboard_reference_only_exported_metrics() {
             referenced.extend(metric_names(expr));
         }
     }
+    // The shared extraction (used by the e2e scrape test) sees the same names.
+    assert_eq!(
+        referenced,
+        monitoring::referenced_metrics(
+            "default",
+            "quickstart",
+            &cluster.spec,
+            &RuleOptions::default()
+        )
+    );
     let unknown: Vec<_> = referenced.iter().filter(|n| !known_metric(n)).collect();
     assert!(
         unknown.is_empty(),

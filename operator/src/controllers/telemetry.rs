@@ -76,11 +76,24 @@ impl Metrics {
         self.errors.with_label_values(&[kind, category]).inc();
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition. Every family of `contract::metrics::operator` appears,
+    /// those without a series yet (no certificate issued, no propagation measured) as HELP and
+    /// TYPE lines only, so scrapes and rule checks see the name before its first event.
     pub fn render(&self) -> String {
-        TextEncoder::new()
+        let mut out = TextEncoder::new()
             .encode_to_string(&self.registry.gather())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        for m in names::ALL {
+            if !out.contains(&format!("# TYPE {} ", m.name)) {
+                out += &format!(
+                    "# HELP {n} {h}\n# TYPE {n} {k}\n",
+                    n = m.name,
+                    h = m.help,
+                    k = m.kind
+                );
+            }
+        }
+        out
     }
 }
 
@@ -134,5 +147,12 @@ mod tests {
         assert!(
             text.contains("mqtt_operator_reconcile_duration_seconds_count{kind=\"MqttCluster\"} 1")
         );
+        for m in names::ALL {
+            assert!(
+                text.contains(&format!("# TYPE {} {}\n", m.name, m.kind)),
+                "{} missing in\n{text}",
+                m.name
+            );
+        }
     }
 }

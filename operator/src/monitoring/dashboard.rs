@@ -104,7 +104,6 @@ fn panels(namespace: &str, cluster: &str, spec: &MqttClusterSpec) -> Vec<Panel> 
                     format!("{}{{{sel}}}", b::RAFT_LEADER.name),
                     "{{pod}} leader",
                 ),
-                (format!("{}{{{sel}}}", b::RAFT_TERM.name), "{{pod}} term"),
                 (format!("up{{{sel}}}"), "{{pod}} up"),
             ],
         },

@@ -3,6 +3,7 @@
 //! Pure builders; the controller applies them when the Prometheus Operator CRDs exist.
 
 pub mod dashboard;
+pub mod references;
 pub mod rules;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use contract::metrics::CLUSTER_LABEL;
 use crds::MqttCluster;
 use serde_json::{json, Value};
 
+pub use references::{metric_names, referenced_metrics};
 pub use rules::{alert_groups, rules_file, thresholds, RuleOptions};
 
 /// Name of the broker container/Service port that serves `/metrics`.
