@@ -354,6 +354,102 @@ fn deployment_is_hardened_and_leader_elected() {
             "ServiceMonitor selects {k}={v}"
         );
     }
+    assert_service_monitor_scrapes_metrics_port(&with_monitor);
+    // Interval and extra labels (e.g. the `release` label a Prometheus selects on) pass through.
+    let tuned = render(
+        &tools,
+        "mqtt-operator",
+        "mqtt-operator",
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.interval=15s",
+            "--set",
+            "metrics.serviceMonitor.labels.release=kube-prometheus",
+        ],
+    );
+    let monitor = find(
+        &tuned,
+        "ServiceMonitor",
+        "mqtt-operator",
+        Some("mqtt-operator"),
+    );
+    assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
+    assert_eq!(monitor["metadata"]["labels"]["release"], "kube-prometheus");
+}
+
+/// The enabled ServiceMonitor selects exactly the metrics Service, in the release namespace, and
+/// scrapes `/metrics` on the Service port that targets the container's `metrics` port.
+fn assert_service_monitor_scrapes_metrics_port(docs: &[Value]) {
+    let monitor = find(
+        docs,
+        "ServiceMonitor",
+        "mqtt-operator",
+        Some("mqtt-operator"),
+    );
+    let spec = &monitor["spec"];
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(
+        spec["namespaceSelector"]["matchNames"],
+        serde_json::json!(["mqtt-operator"])
+    );
+    let selector = spec["selector"]["matchLabels"].as_object().unwrap();
+    assert!(
+        !selector.is_empty(),
+        "an empty selector would scrape every Service"
+    );
+    let selected: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] == "Service")
+        .filter(|d| {
+            selector
+                .iter()
+                .all(|(k, v)| d["metadata"]["labels"].get(k) == Some(v))
+        })
+        .collect();
+    assert_eq!(
+        selected.len(),
+        1,
+        "selects exactly one Service: {selected:?}"
+    );
+    let service = selected[0];
+    assert_eq!(service["metadata"]["name"], "mqtt-operator-metrics");
+    let endpoints = spec["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["path"], "/metrics");
+    let port_name = endpoints[0]["port"].as_str().unwrap();
+    let port = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == port_name)
+        .unwrap_or_else(|| panic!("the Service has no port named {port_name}"));
+    let deployment = find(docs, "Deployment", "mqtt-operator", Some("mqtt-operator"));
+    let container_ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_array()
+        .unwrap();
+    let target = &port["targetPort"];
+    assert!(
+        container_ports
+            .iter()
+            .any(|p| &p["name"] == target || &p["containerPort"] == target),
+        "Service port {port_name} targets {target}, which the container does not expose"
+    );
+    let metrics = container_ports
+        .iter()
+        .find(|p| p["name"] == "metrics")
+        .expect("container port named metrics");
+    // The operator serves /metrics on the port its --metrics-bind-address names.
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    let bind = format!(
+        "--metrics-bind-address=0.0.0.0:{}",
+        metrics["containerPort"]
+    );
+    assert!(
+        args.iter().any(|a| a.as_str() == Some(bind.as_str())),
+        "{bind} in {args:?}"
+    );
 }
 
 #[test]
