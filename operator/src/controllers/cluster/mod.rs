@@ -245,16 +245,42 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
         tracing::warn!(device_id = %id, holders = ?holders, "deviceId claimed twice");
     }
     tracing::info!(writes, status_written, "reconciled");
+    Ok(Action::requeue(requeue_after(&summary, SystemTime::now())))
+}
+
+/// When to reconcile again without a watch event (pure): at the next certificate renewal, within
+/// [`MONITORING_CRD_RECHECK`] while monitoring CRDs are missing, at most [`RESYNC`].
+pub fn requeue_after(summary: &build::Summary, now: SystemTime) -> Duration {
     let next = summary
         .next_renewal
-        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+        .and_then(|t| t.duration_since(now).ok())
         .map_or(RESYNC, |d| d.min(RESYNC));
-    let next = if summary.monitoring_crd_missing {
+    if summary.monitoring_crd_missing {
         next.min(MONITORING_CRD_RECHECK)
     } else {
         next
-    };
-    Ok(Action::requeue(next))
+    }
+}
+
+#[cfg(test)]
+mod requeue_tests {
+    use super::*;
+
+    #[test]
+    fn missing_monitoring_crds_are_rechecked_within_a_minute() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut summary = build::Summary {
+            acl_revision: String::new(),
+            monitoring_crd_missing: false,
+            duplicate_device_ids: vec![],
+            next_renewal: None,
+        };
+        assert_eq!(requeue_after(&summary, now), RESYNC);
+        summary.monitoring_crd_missing = true;
+        assert_eq!(requeue_after(&summary, now), MONITORING_CRD_RECHECK);
+        summary.next_renewal = Some(now + Duration::from_secs(5));
+        assert_eq!(requeue_after(&summary, now), Duration::from_secs(5));
+    }
 }
 
 fn policy_cluster(p: TopicPolicy) -> Option<ObjectRef<MqttCluster>> {
