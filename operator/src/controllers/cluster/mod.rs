@@ -262,27 +262,6 @@ pub fn requeue_after(summary: &build::Summary, now: SystemTime) -> Duration {
     }
 }
 
-#[cfg(test)]
-mod requeue_tests {
-    use super::*;
-
-    #[test]
-    fn missing_monitoring_crds_are_rechecked_within_a_minute() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-        let mut summary = build::Summary {
-            acl_revision: String::new(),
-            monitoring_crd_missing: false,
-            duplicate_device_ids: vec![],
-            next_renewal: None,
-        };
-        assert_eq!(requeue_after(&summary, now), RESYNC);
-        summary.monitoring_crd_missing = true;
-        assert_eq!(requeue_after(&summary, now), MONITORING_CRD_RECHECK);
-        summary.next_renewal = Some(now + Duration::from_secs(5));
-        assert_eq!(requeue_after(&summary, now), Duration::from_secs(5));
-    }
-}
-
 fn policy_cluster(p: TopicPolicy) -> Option<ObjectRef<MqttCluster>> {
     Some(ObjectRef::new(&p.spec.cluster_ref.name).within(&p.namespace()?))
 }
@@ -318,4 +297,25 @@ pub async fn run(ctx: Arc<Context>) {
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_monitoring_crds_are_rechecked_within_a_minute() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut summary = build::Summary {
+            acl_revision: String::new(),
+            monitoring_crd_missing: false,
+            duplicate_device_ids: vec![],
+            next_renewal: None,
+        };
+        assert_eq!(requeue_after(&summary, now), RESYNC);
+        summary.monitoring_crd_missing = true;
+        assert_eq!(requeue_after(&summary, now), MONITORING_CRD_RECHECK);
+        summary.next_renewal = Some(now + Duration::from_secs(5));
+        assert_eq!(requeue_after(&summary, now), Duration::from_secs(5));
+    }
 }
