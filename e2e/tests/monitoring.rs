@@ -261,6 +261,18 @@ fn exported_names(text: &str) -> BTreeSet<String> {
     names
 }
 
+#[test]
+fn exposition_parsing_sees_declared_families_and_histogram_series() {
+    let text = "# HELP a_total x\n# TYPE a_total counter\na_total{k=\"v\"} 1\n\
+                # HELP declared_only y\n# TYPE declared_only gauge\n\
+                h_seconds_bucket{le=\"1\"} 2\nh_seconds_count 2\nplain 3\n";
+    let names = exported_names(text);
+    for n in ["a_total", "declared_only", "h_seconds", "plain"] {
+        assert!(names.contains(n), "{n} in {names:?}");
+    }
+    assert!(!names.contains("HELP") && !names.contains("x"), "{names:?}");
+}
+
 /// GET `/metrics` on a loopback port; panics unless 200.
 fn scrape(port: u16) -> String {
     let (status, body) = operator::local::supervise::http(port, "GET", "/metrics", None, &[])
