@@ -142,3 +142,44 @@ fn invalid_example_exits_non_zero_naming_the_field() {
     let (code, _, err) = run(&["render", "-f", "/nonexistent/path"]);
     assert_eq!(code, 2, "{err}");
 }
+
+/// Every invalid example (with the quickstart it references) is refused by `render` with the
+/// problem its `# expect: Kind/name field.path` header names, exactly as `check` reports it.
+#[test]
+fn every_invalid_example_is_refused_like_check() {
+    let dir = examples().join("invalid");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 12, "found {} invalid examples", files.len());
+    let quickstart = examples().join("quickstart");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let expect = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: no '# expect:' header", file.display()));
+        let (object, field) = expect.split_once(' ').unwrap();
+        let (code, out, err) = run(&[
+            "render",
+            "-f",
+            quickstart.to_str().unwrap(),
+            "-f",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 1, "{}: {err}", file.display());
+        assert!(
+            out.is_empty(),
+            "{}: rendered despite errors",
+            file.display()
+        );
+        assert!(
+            err.contains(&format!(":0: {object}: {field}: ")),
+            "{}: expected {object} {field} in:\n{err}",
+            file.display()
+        );
+    }
+}
