@@ -24,6 +24,7 @@ pub mod manifests;
 pub mod process;
 pub mod schema;
 pub mod shared;
+pub mod standin;
 pub mod tools;
 pub mod wait;
 

@@ -54,12 +54,19 @@ pub struct ProcessGroup {
     watchdog: Mutex<Option<Child>>,
 }
 
-/// The watchdog: while the test process (`$1`) lives, sleep; then kill the whole group it leads.
-/// With a directory to remove (`$2`), the kill is done by a `setsid` child (outside the group, so
-/// it survives the kill) that then removes the directory; otherwise the watchdog kills its own
-/// group (`0`).
-const WATCHDOG_SCRIPT: &str = "while kill -0 \"$1\" 2>/dev/null; do sleep 0.2; done; \
-     if [ -n \"$2\" ]; then \
+/// The watchdog: while the test process (`$1`) lives, sleep; then drop the test process's pod
+/// stand-in lines from `/etc/hosts` (see [`crate::standin::hosts`]) and kill the whole group it
+/// leads. With a directory to remove (`$2`), the kill is done by a `setsid` child (outside the
+/// group, so it survives the kill) that then removes the directory; otherwise the watchdog kills
+/// its own group (`0`).
+fn watchdog_script() -> String {
+    format!(
+        "while kill -0 \"$1\" 2>/dev/null; do sleep 0.2; done; {}; {WATCHDOG_KILL}",
+        crate::standin::hosts::watchdog_cleanup_script()
+    )
+}
+
+const WATCHDOG_KILL: &str = "if [ -n \"$2\" ]; then \
        exec setsid sh -c 'kill -9 -\"$1\"; sleep 0.5; rm -rf -- \"$2\"' cleaner \"$$\" \"$2\"; \
      fi; \
      kill -9 0";
@@ -70,7 +77,7 @@ impl ProcessGroup {
     pub fn start(cleanup_dir: Option<&Path>) -> Result<Self, ProcessError> {
         let watchdog = Command::new("sh")
             .arg("-c")
-            .arg(WATCHDOG_SCRIPT)
+            .arg(watchdog_script())
             .arg("mqtt-e2e-watchdog")
             .arg(std::process::id().to_string())
             .arg(
