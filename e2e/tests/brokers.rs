@@ -1,0 +1,517 @@
+//! Running brokers on the test bed: the operator's controllers run in-process (as in
+//! `tests/operator.rs`), the pod stand-in (`e2e::standin`) runs each StatefulSet pod as a real
+//! `mqtt-broker` on its own loopback address with its pod DNS names in `/etc/hosts`, and real
+//! clients (rumqttc and Debian's `mosquitto_pub`/`mosquitto_sub`) connect over mutual TLS to
+//! the pod DNS names, verifying the server certificate's hostname.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use crds::condition::{find, READY};
+use crds::MqttCluster;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams};
+use kube::Client;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+
+use e2e::manifests;
+use e2e::standin::{hosts, StandIn};
+use e2e::wait::{self, Check};
+use operator::controllers;
+use operator::pki::{
+    self, CaKind, CertificateAuthority, DeviceCertProfile, DeviceRef, OsRandomness,
+};
+use operator::render::names::Names;
+
+const CLUSTER: &str = "quickstart";
+/// Brokers start in order (OrderedReady), each joining raft: generous on a loaded 2-core box.
+const CONVERGE: Duration = Duration::from_secs(180);
+
+fn operator_running(bed: &'static e2e::TestBed) {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    STARTED.get_or_init(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("operator runtime");
+            rt.block_on(async {
+                let client = bed.client().await.expect("operator client");
+                let listen = "127.0.0.1:0".parse().expect("address");
+                controllers::run(client, controllers::RunOptions { listen })
+                    .await
+                    .expect("operator stopped");
+            });
+        });
+    });
+}
+
+/// A started quickstart: bed, stand-in, client, namespace.
+struct Running {
+    bed: &'static e2e::TestBed,
+    standin: Option<StandIn>,
+    client: Client,
+    ns: String,
+}
+
+async fn quickstart(prefix: &str) -> Option<Running> {
+    let bed = e2e::shared()?;
+    let broker = e2e::standin::broker_or_skip()?;
+    operator_running(bed);
+    let client = bed.client().await.expect("client");
+    let ns = bed.namespace(prefix).await.expect("namespace");
+    let standin = StandIn::start(bed, &ns, broker).expect("stand-in");
+    for m in manifests::quickstart().expect("quickstart") {
+        manifests::apply(&client, &m, &ns)
+            .await
+            .expect("apply quickstart");
+    }
+    Some(Running {
+        bed,
+        standin: Some(standin),
+        client,
+        ns,
+    })
+}
+
+impl Running {
+    fn standin(&self) -> &StandIn {
+        self.standin.as_ref().expect("stand-in running")
+    }
+
+    async fn wait_ready(&self, replicas: i32) -> MqttCluster {
+        let api = Api::<MqttCluster>::namespaced(self.client.clone(), &self.ns);
+        let what = format!("MqttCluster Ready=True with core.ready={replicas}");
+        let started = Instant::now();
+        let c = wait::until(&what, CONVERGE, || async {
+            if let Err(e) = self.bed.check_alive() {
+                return Check::Fatal(e.to_string());
+            }
+            match api.get(CLUSTER).await {
+                Ok(c) => {
+                    let s = c.status.clone().unwrap_or_default();
+                    let ready = find(&s.conditions, READY).is_some_and(|r| r.status == "True");
+                    let core = s.core.as_ref().map(|c| (c.ready, c.desired));
+                    if ready && core == Some((replicas, replicas)) {
+                        Check::Done(c)
+                    } else {
+                        Check::NotYet(format!(
+                            "core {core:?}, Ready {:?}, processes {:?}",
+                            find(&s.conditions, READY).map(|r| (&r.status, &r.message)),
+                            self.standin().processes()
+                        ))
+                    }
+                }
+                Err(e) => Check::NotYet(e.to_string()),
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "brokers: {what} after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        c
+    }
+
+    async fn secret(&self, name: &str) -> (String, String) {
+        let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns)
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("Secret {name}: {e}"));
+        let data = s.data.unwrap_or_default();
+        let text = |k: &str| {
+            String::from_utf8(
+                data.get(k)
+                    .unwrap_or_else(|| panic!("{name}/{k}"))
+                    .0
+                    .clone(),
+            )
+            .expect("PEM")
+        };
+        (text("tls.crt"), text("tls.key"))
+    }
+
+    /// A device certificate issued from the clients CA Secret with the operator's PKI code (the
+    /// DeviceIdentity controller issues these Secrets once merged).
+    async fn device(&self, device_id: &str) -> Device {
+        let (ca_cert, ca_key) = self.secret(&Names::new(CLUSTER).clients_ca()).await;
+        let ca =
+            CertificateAuthority::from_pem(CaKind::Clients, &ca_cert, &ca_key).expect("clients CA");
+        let device = DeviceRef::new(&self.ns, CLUSTER, device_id).expect("device ref");
+        let creds = pki::issue_device_certificate(
+            &ca,
+            &device,
+            &DeviceCertProfile::default(),
+            &mut OsRandomness,
+            SystemTime::now(),
+        )
+        .expect("device certificate");
+        let (cluster_ca, _) = self.secret(&Names::new(CLUSTER).cluster_ca()).await;
+        Device {
+            id: device_id.to_string(),
+            cert_pem: creds.certificate.pem(),
+            key_pem: creds.key.to_pkcs8_pem(),
+            ca_pem: cluster_ca,
+        }
+    }
+
+    fn pod_host(&self, n: i32) -> String {
+        Names::new(CLUSTER).pod_dns(n, &self.ns)
+    }
+
+    fn hosts_lines(&self) -> Vec<String> {
+        let owner = format!("{} {}", hosts::MARK, self.standin().hosts_owner());
+        std::fs::read_to_string(hosts::HOSTS_FILE)
+            .expect("read /etc/hosts")
+            .lines()
+            .filter(|l| l.ends_with(&owner))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+struct Device {
+    id: String,
+    cert_pem: String,
+    key_pem: String,
+    ca_pem: String,
+}
+
+impl Device {
+    fn write(&self, dir: &Path) -> [String; 3] {
+        let p = |n: &str| dir.join(format!("{}-{n}", self.id));
+        std::fs::write(p("tls.crt"), &self.cert_pem).expect("write cert");
+        std::fs::write(p("tls.key"), &self.key_pem).expect("write key");
+        std::fs::write(p("ca.crt"), &self.ca_pem).expect("write ca");
+        ["ca.crt", "tls.crt", "tls.key"].map(|n| p(n).display().to_string())
+    }
+}
+
+/// A connected rumqttc client and its incoming publishes.
+struct Mqtt {
+    client: AsyncClient,
+    incoming: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Mqtt {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn connect(host: &str, device: &Device, client_id: &str) -> Result<Mqtt, String> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut opts = MqttOptions::new(client_id, host, 8883);
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
+        ca: device.ca_pem.as_bytes().to_vec(),
+        alpn: None,
+        client_auth: Some((
+            device.cert_pem.as_bytes().to_vec(),
+            device.key_pem.as_bytes().to_vec(),
+        )),
+    }));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+        Err(_) => return Err(format!("{host}: timeout waiting for CONNACK")),
+        Ok(Err(e)) => return Err(format!("{host}: {e}")),
+        Ok(Ok(Event::Incoming(Packet::ConnAck(a))))
+            if a.code == rumqttc::ConnectReturnCode::Success => {}
+        Ok(Ok(other)) => return Err(format!("{host}: unexpected {other:?}")),
+    }
+    let (tx, incoming) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let topic = p.topic.clone();
+                    if tx.send((topic, p.payload.to_vec())).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    });
+    Ok(Mqtt {
+        client,
+        incoming,
+        task,
+    })
+}
+
+impl Mqtt {
+    async fn subscribe(&self, filter: &str) {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+    }
+
+    async fn publish(&self, topic: &str, payload: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+            .await
+            .expect("publish");
+    }
+
+    /// The next publish whose payload is `payload`, within `within`.
+    async fn receive(&mut self, payload: &str, within: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
+                Ok(Some((topic, p))) if p == payload.as_bytes() => return Some(topic),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Subscribes on one node and publishes on another until a message crosses (the subscription
+/// is propagated between nodes asynchronously), at most `within`.
+async fn delivered_across(sub: &mut Mqtt, publisher: &Mqtt, topic: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut n = 0;
+    while Instant::now() < deadline {
+        n += 1;
+        let payload = format!("probe-{n}");
+        publisher.publish(topic, &payload).await;
+        if sub
+            .receive(&payload, Duration::from_millis(500))
+            .await
+            .is_some()
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn mosquitto_or_skip() -> bool {
+    let found = ["mosquitto_pub", "mosquitto_sub"]
+        .iter()
+        .all(|t| Command::new(t).arg("--help").output().is_ok());
+    if !found {
+        if e2e::in_ci() {
+            panic!("CI=true and mosquitto-clients is not installed (scripts/install-deps.sh installs it)");
+        }
+        eprintln!("SKIPPED (not CI): mosquitto_pub/mosquitto_sub not installed");
+    }
+    found
+}
+
+fn tls_args(host: &str, files: &[String; 3]) -> Vec<String> {
+    [
+        "-h", host, "-p", "8883", "--cafile", &files[0], "--cert", &files[1], "--key", &files[2],
+        "-q", "1",
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+fn pids_alive(pids: &[u32]) -> Vec<u32> {
+    pids.iter()
+        .copied()
+        .filter(|p| e2e::process::is_alive(*p))
+        .collect()
+}
+
+/// Processes whose command line points into `dir` (the stand-in's pod directories).
+fn processes_under(dir: &Path) -> Vec<u32> {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                && e2e::process::is_alive(*pid)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_runs_three_brokers_serving_mtls_clients_by_pod_dns_name_and_cleans_up() {
+    let Some(mut run) = quickstart("brokers-qs").await else {
+        return;
+    };
+    run.wait_ready(3).await;
+    let procs = run.standin().processes();
+    assert_eq!(procs.len(), 3, "{procs:?}");
+    let ips: BTreeSet<_> = procs.iter().map(|p| p.ip).collect();
+    assert_eq!(ips.len(), 3, "one address per pod: {procs:?}");
+    assert!(
+        procs.iter().all(|p| p.ip.octets()[..2] == [127, 77]),
+        "{procs:?}"
+    );
+    let pods = Api::<Pod>::namespaced(run.client.clone(), &run.ns);
+    for p in &procs {
+        let pod = pods.get(&p.pod).await.expect("pod");
+        let status = pod.status.unwrap_or_default();
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.pod_ip, Some(p.ip.to_string()));
+    }
+    let lines = run.hosts_lines();
+    for n in 0..3 {
+        assert!(
+            lines.iter().any(|l| l.contains(&run.pod_host(n))),
+            "{lines:?}"
+        );
+    }
+
+    // rumqttc: gateway on node 1 receives sensor-01's telemetry published on node 0.
+    let gateway = run.device("gateway-lyon").await;
+    let sensor = run.device("sensor-01").await;
+    let mut sub = connect(&run.pod_host(1), &gateway, "gw-rumqttc")
+        .await
+        .expect("gateway connects");
+    sub.subscribe("sites/lyon/devices/+/telemetry/#").await;
+    let publisher = connect(&run.pod_host(0), &sensor, "s1-rumqttc")
+        .await
+        .expect("sensor connects");
+    assert!(
+        delivered_across(
+            &mut sub,
+            &publisher,
+            "sites/lyon/devices/sensor-01/telemetry/t",
+            Duration::from_secs(20)
+        )
+        .await,
+        "allowed publish delivered from node 0 to node 1"
+    );
+    // Denied: sensor-01 may not publish sensor-02's telemetry.
+    publisher
+        .publish("sites/lyon/devices/sensor-02/telemetry/t", "forged")
+        .await;
+    publisher
+        .publish("sites/lyon/devices/sensor-01/telemetry/t", "after-forged")
+        .await;
+    assert!(sub
+        .receive("after-forged", Duration::from_secs(10))
+        .await
+        .is_some());
+    // "forged" was published before "after-forged" on the same connection: had it been
+    // allowed it would have arrived first.
+    let mut drained = Vec::new();
+    while let Ok((t, p)) = sub.incoming.try_recv() {
+        drained.push((t, String::from_utf8_lossy(&p).into_owned()));
+    }
+    assert!(!drained.iter().any(|(_, p)| p == "forged"), "{drained:?}");
+
+    // A certificate for the wrong host name fails verification: the name really is checked.
+    let wrong = connect(&procs[0].ip.to_string(), &sensor, "by-ip").await;
+    assert!(
+        wrong.is_err(),
+        "connecting by IP must fail hostname verification"
+    );
+
+    // mosquitto clients against node 2 (subscriber) and node 0 (publisher).
+    if mosquitto_or_skip() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let gw_files = gateway.write(tmp.path());
+        let s_files = sensor.write(tmp.path());
+        let mut sub_cmd = Command::new("mosquitto_sub");
+        sub_cmd.args(tls_args(&run.pod_host(2), &gw_files)).args([
+            "-i",
+            "gw-mosquitto",
+            "-t",
+            "sites/lyon/devices/+/telemetry/#",
+            "-C",
+            "1",
+            "-W",
+            "30",
+            "-v",
+        ]);
+        let sub_child = sub_cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub");
+        // Publish repeatedly until the subscriber (and the cross-node route) is in place.
+        let started = Instant::now();
+        let pid = sub_child.id();
+        let mut published = Vec::new();
+        while e2e::process::is_alive(pid) && started.elapsed() < Duration::from_secs(25) {
+            let out = Command::new("mosquitto_pub")
+                .args(tls_args(&run.pod_host(0), &s_files))
+                .args([
+                    "-i",
+                    "s1-mosquitto",
+                    "-t",
+                    "sites/lyon/devices/sensor-01/telemetry/m",
+                    "-m",
+                    "from-mosquitto",
+                ])
+                .output()
+                .expect("mosquitto_pub");
+            published.push(out.status.success());
+            assert!(
+                out.status.success(),
+                "mosquitto_pub: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let out = sub_child.wait_with_output().expect("mosquitto_sub output");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success()
+                && stdout.contains("sites/lyon/devices/sensor-01/telemetry/m from-mosquitto"),
+            "mosquitto_sub: {} {stdout} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Delete the cluster: pods gone (the garbage collector deletes the StatefulSet, the
+    // stand-in stops each process and finalises), no broker process left, hosts lines gone.
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    drop((sub, publisher));
+    Api::<MqttCluster>::namespaced(run.client.clone(), &run.ns)
+        .delete(CLUSTER, &DeleteParams::background())
+        .await
+        .expect("delete cluster");
+    wait::until("pods deleted", Duration::from_secs(90), || async {
+        match pods.list(&Default::default()).await {
+            Ok(l) if l.items.is_empty() => Check::Done(()),
+            Ok(l) => Check::NotYet(format!("{} pods left", l.items.len())),
+            Err(e) => Check::NotYet(e.to_string()),
+        }
+    })
+    .await
+    .expect("pods gone");
+    let alive = e2e::process::wait_gone(&pids, Duration::from_secs(15));
+    assert!(alive.is_empty(), "broker processes left: {alive:?}");
+    assert!(run.standin().processes().is_empty());
+    assert!(processes_under(run.standin().root()).is_empty());
+    // Hosts lines are rewritten on the next tick after the last pod went.
+    wait::until("hosts lines removed", Duration::from_secs(10), || async {
+        let lines = run.hosts_lines();
+        if lines.is_empty() {
+            Check::Done(())
+        } else {
+            Check::NotYet(format!("{lines:?}"))
+        }
+    })
+    .await
+    .expect("hosts lines removed");
+    drop(run.standin.take());
+    assert!(pids_alive(&pids).is_empty());
+}
