@@ -135,4 +135,24 @@ fn an_aborted_test_process_leaves_no_orphans() {
         "{} left behind after the probe aborted",
         dir.display()
     );
+    // ...and drops the probe's pod stand-in lines from /etc/hosts.
+    match stdout.lines().find_map(|l| l.strip_prefix("HOSTS ")) {
+        Some(owner) => {
+            let tag = format!("{} {owner}", e2e::standin::hosts::MARK);
+            let hosts = || std::fs::read_to_string(e2e::standin::hosts::HOSTS_FILE).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while hosts().contains(&tag) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            assert!(
+                !hosts().contains(&tag),
+                "/etc/hosts still has {tag}:\n{}",
+                hosts()
+            );
+        }
+        None if e2e::in_ci() => {
+            panic!("CI=true and the probe could not write /etc/hosts: {stderr}")
+        }
+        None => eprintln!("SKIPPED (not CI) the /etc/hosts part: not writable"),
+    }
 }
