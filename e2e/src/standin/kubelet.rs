@@ -441,7 +441,7 @@ impl Loop {
 
     async fn on_tick(&mut self) {
         self.ticks += 1;
-        if !self.pending.is_empty() && self.ticks % 2 == 0 {
+        if !self.pending.is_empty() && self.ticks.is_multiple_of(2) {
             self.start_pending().await;
         }
         if std::mem::take(&mut self.volumes_dirty) {
@@ -515,7 +515,7 @@ impl Loop {
                 }
             }
         }
-        if changed || self.ticks % 10 == 0 {
+        if changed || self.ticks.is_multiple_of(10) {
             self.write_hosts().await;
         }
     }
