@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crds::condition::{find, READY};
 use crds::MqttCluster;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
@@ -423,6 +423,90 @@ async fn quickstart_runs_three_brokers_serving_mtls_clients_by_pod_dns_name_and_
         "connecting by IP must fail hostname verification"
     );
 
+    // Volumes follow their objects: a new TopicPolicy changes the config ConfigMap's compiled
+    // rule set; the stand-in rewrites every pod's acl.bin, the brokers reload it, and the newly
+    // allowed route works.
+    let extra = serde_yaml::from_str::<serde_json::Value>(
+        "apiVersion: mqtt.operator.dev/v1alpha1\nkind: TopicPolicy\nmetadata: {name: extra}\n\
+         spec:\n  clusterRef: {name: quickstart}\n  subjects: [{device: sensor-01}, {device: gateway-lyon}]\n\
+         \x20 rules:\n  - {effect: allow, actions: [publish, subscribe], topics: ['sites/lyon/extra/#']}\n",
+    )
+    .expect("policy yaml");
+    let acl_before = std::fs::read(procs[0].dir.join("volumes/config/acl.bin")).expect("acl.bin");
+    manifests::apply(
+        &run.client,
+        &manifests::Manifest {
+            path: "extra.yaml".into(),
+            value: extra,
+        },
+        &run.ns,
+    )
+    .await
+    .expect("apply TopicPolicy");
+    let cms = Api::<ConfigMap>::namespaced(run.client.clone(), &run.ns);
+    let config = Names::new(CLUSTER).config();
+    let synced = Instant::now();
+    wait::until(
+        "acl.bin rewritten in every pod from the ConfigMap",
+        Duration::from_secs(60),
+        || async {
+            let Ok(cm) = cms.get(&config).await else {
+                return Check::NotYet("ConfigMap".into());
+            };
+            let want = cm
+                .binary_data
+                .unwrap_or_default()
+                .get("acl.bin")
+                .map(|b| b.0.clone())
+                .unwrap_or_default();
+            if want == acl_before {
+                return Check::NotYet("the operator has not recompiled the rule set yet".into());
+            }
+            let stale: Vec<_> = procs
+                .iter()
+                .filter(|p| {
+                    std::fs::read(p.dir.join("volumes/config/acl.bin")).ok() != Some(want.clone())
+                })
+                .map(|p| p.pod.clone())
+                .collect();
+            if stale.is_empty() {
+                Check::Done(())
+            } else {
+                Check::NotYet(format!("stale: {stale:?}"))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "brokers: ConfigMap change in every pod's files after {:.2} s",
+        synced.elapsed().as_secs_f64()
+    );
+    let mut extra_sub = connect(&run.pod_host(2), &gateway, "gw-extra")
+        .await
+        .expect("gateway connects");
+    let extra_pub = connect(&run.pod_host(0), &sensor, "s1-extra")
+        .await
+        .expect("sensor connects");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut delivered = false;
+    while !delivered && Instant::now() < deadline {
+        // Subscribing is refused until the broker reloaded the new rule set: retry both.
+        extra_sub.subscribe("sites/lyon/extra/#").await;
+        delivered = delivered_across(
+            &mut extra_sub,
+            &extra_pub,
+            "sites/lyon/extra/x",
+            Duration::from_secs(2),
+        )
+        .await;
+    }
+    assert!(
+        delivered,
+        "the route the new policy allows works after the file sync"
+    );
+    drop((extra_sub, extra_pub));
+
     // mosquitto clients against node 2 (subscriber) and node 0 (publisher).
     if mosquitto_or_skip() {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -813,4 +897,24 @@ async fn a_restarting_config_change_and_scaling_up_roll_one_pod_at_a_time_while_
         gap < Duration::from_secs(30),
         "no delivery for {gap:?} while scaling to 5"
     );
+
+    // Dropping the stand-in (as at bed teardown) stops every broker and removes its hosts lines.
+    drop(traffic);
+    let pids: Vec<u32> = procs.iter().map(|p| p.pid).collect();
+    let root = run.standin().root().to_path_buf();
+    let mut run = run;
+    drop(run.standin.take());
+    assert!(
+        pids_alive(&pids).is_empty(),
+        "after drop: {:?}",
+        pids_alive(&pids)
+    );
+    assert!(processes_under(&root).is_empty());
+    let tag = format!(
+        "{} {}",
+        hosts::MARK,
+        hosts::owner(std::process::id(), &run.ns)
+    );
+    let hosts_text = std::fs::read_to_string(hosts::HOSTS_FILE).expect("read /etc/hosts");
+    assert!(!hosts_text.contains(&tag), "{hosts_text}");
 }

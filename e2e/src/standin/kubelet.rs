@@ -74,6 +74,7 @@ impl RunningPod {
             uid: self.uid.clone(),
             ip: self.lease.ip(),
             pid: self.process.as_ref().map_or(0, ManagedProcess::pid),
+            dir: self.dir.clone(),
         }
     }
 

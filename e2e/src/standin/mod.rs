@@ -98,6 +98,8 @@ pub struct PodProcess {
     pub ip: std::net::Ipv4Addr,
     /// The process id.
     pub pid: u32,
+    /// The pod's directory: `volumes/<volume>/` holds its materialised volumes.
+    pub dir: PathBuf,
 }
 
 /// A running stand-in for one namespace. Dropping it stops its loop, kills every process it
