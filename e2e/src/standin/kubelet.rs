@@ -10,22 +10,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service, Volume};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, Volume};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::address::{self, AddressLease};
+use super::address;
+use super::container::{probe, RunningPod};
 use super::hosts::{self, HostEntry};
 use super::podspec::{self, ContainerState};
 use super::volumes::{self, Backing};
-use super::PodProcess;
 use crate::bed::TestBed;
-use crate::process::ManagedProcess;
 
 /// Longest wait between SIGTERM and SIGKILL when a pod is deleted (kubelet uses the pod's
 /// `terminationGracePeriodSeconds`; tests need no more).
@@ -34,12 +30,43 @@ pub const DELETE_GRACE: Duration = Duration::from_secs(10);
 pub const TEARDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Readiness probe and status interval.
 const TICK: Duration = Duration::from_millis(500);
-/// Timeout of one readiness probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Crash restart backoff cap.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// The node pods are bound to (so deletions are graceful and come back to us, as to a kubelet).
 pub const NODE_NAME: &str = "mqtt-e2e-standin";
+
+/// Why a pod could not be started (yet: pods are retried while pending).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The pod spec asks for something the stand-in does not emulate.
+    #[error("pod {pod}: {reason}")]
+    Spec {
+        /// The pod.
+        pod: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Binding the pod to the stand-in's node failed.
+    #[error("binding pod {pod} to node {NODE_NAME}: {source}")]
+    Bind {
+        /// The pod.
+        pod: String,
+        /// The client error.
+        source: Box<kube::Error>,
+    },
+    /// No loopback address.
+    #[error(transparent)]
+    Address(#[from] address::AddressError),
+    /// A volume could not be materialised.
+    #[error(transparent)]
+    Volume(#[from] volumes::VolumeError),
+    /// Unsupported env.
+    #[error(transparent)]
+    Unsupported(#[from] podspec::Unsupported),
+    /// The process could not be spawned.
+    #[error("spawning the broker: {0}")]
+    Spawn(#[from] crate::bed::TestBedError),
+}
 
 pub(super) struct Ctx {
     pub bed: &'static TestBed,
@@ -48,58 +75,6 @@ pub(super) struct Ctx {
     pub root: PathBuf,
     pub broker: PathBuf,
     pub pods: Arc<Mutex<BTreeMap<String, RunningPod>>>,
-}
-
-/// A pod whose process runs (or is being restarted).
-pub(super) struct RunningPod {
-    pod: Pod,
-    name: String,
-    uid: String,
-    lease: AddressLease,
-    container: Container,
-    dir: PathBuf,
-    process: Option<ManagedProcess>,
-    start_time: String,
-    started_at: String,
-    ready: bool,
-    restarts: u32,
-    restart_at: Option<Instant>,
-    reported: Option<(bool, u32, String)>,
-}
-
-impl RunningPod {
-    pub(super) fn describe(&self) -> PodProcess {
-        PodProcess {
-            pod: self.name.clone(),
-            uid: self.uid.clone(),
-            ip: self.lease.ip(),
-            pid: self.process.as_ref().map_or(0, ManagedProcess::pid),
-            dir: self.dir.clone(),
-        }
-    }
-
-    /// SIGTERM, up to `grace` for the process to exit, then SIGKILL; reaped either way. The
-    /// address is released when `self` is dropped.
-    pub(super) fn terminate(mut self, grace: Duration) {
-        if let Some(p) = self.process.take() {
-            stop_process(&p, grace);
-        }
-    }
-
-    fn ip(&self) -> Ipv4Addr {
-        self.lease.ip()
-    }
-}
-
-fn stop_process(p: &ManagedProcess, grace: Duration) {
-    if p.exited().is_none() {
-        let _ = kill(Pid::from_raw(p.pid() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + grace;
-        while p.exited().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    p.kill();
 }
 
 fn now() -> String {
@@ -294,6 +269,8 @@ impl Loop {
                     self.write_hosts().await;
                 }
                 Err(e) => {
+                    // Report each new reason once, not every retry.
+                    let e = e.to_string();
                     if e != last_error {
                         eprintln!("standin: pod {} not started yet: {e}", pod.name_any());
                     }
@@ -303,15 +280,22 @@ impl Loop {
         }
     }
 
-    async fn start(&mut self, pod: &Pod) -> Result<RunningPod, String> {
+    async fn start(&mut self, pod: &Pod) -> Result<RunningPod, StartError> {
         let name = pod.name_any();
         let uid = pod.uid().unwrap_or_default();
-        let spec = pod.spec.clone().ok_or("no spec")?;
+        let spec_error = |reason: String| StartError::Spec {
+            pod: name.clone(),
+            reason,
+        };
+        let spec = pod
+            .spec
+            .clone()
+            .ok_or_else(|| spec_error("no spec".into()))?;
         let [container] = spec.containers.as_slice() else {
-            return Err(format!(
+            return Err(spec_error(format!(
                 "{} containers; the stand-in runs pods of one container",
                 spec.containers.len()
-            ));
+            )));
         };
         if spec.node_name.is_none() {
             let binding = json!({
@@ -327,7 +311,10 @@ impl Loop {
                     &binding,
                 )
                 .await
-                .map_err(|e| format!("binding to node {NODE_NAME}: {e}"))?;
+                .map_err(|e| StartError::Bind {
+                    pod: name.clone(),
+                    source: Box::new(e),
+                })?;
         }
         let dir = self
             .ctx
@@ -335,7 +322,7 @@ impl Loop {
             .join(format!("{name}-{}", &uid[..uid.len().min(8)]));
         let claims = self.ctx.root.join("claims");
         let volumes_spec = spec.volumes.clone().unwrap_or_default();
-        let lease = address::lease(self.next_address).map_err(|e| e.to_string())?;
+        let lease = address::lease(self.next_address)?;
         self.next_address = self.next_address.wrapping_add(1);
         let ip = lease.ip();
         let mounts = self
@@ -351,7 +338,7 @@ impl Loop {
                 mounts
                     .get(&m.name)
                     .map(|host| (m.mount_path.clone(), host.clone()))
-                    .ok_or_else(|| format!("volume mount {} has no volume", m.name))
+                    .ok_or_else(|| spec_error(format!("volume mount {} has no volume", m.name)))
             })
             .collect::<Result<_, _>>()?;
         let start_time = now();
@@ -381,27 +368,24 @@ impl Loop {
         dir: &std::path::Path,
         claims: &std::path::Path,
         ip: Ipv4Addr,
-    ) -> Result<Vec<(String, PathBuf)>, String> {
-        let objects = volumes::fetch(&self.client, &self.ctx.namespace, volumes)
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<Vec<(String, PathBuf)>, volumes::VolumeError> {
+        let objects = volumes::fetch(&self.client, &self.ctx.namespace, volumes).await?;
         let mut out = Vec::new();
         for v in volumes {
-            let backing =
-                match volumes::backing(v, &objects, dir, claims).map_err(|e| e.to_string())? {
-                    Backing::Files(d, files) => Backing::Files(
-                        d,
-                        files
-                            .into_iter()
-                            .map(|(path, (bytes, mode))| {
-                                let bytes = podspec::network_namespace_rewrite(&path, bytes, ip);
-                                (path, (bytes, mode))
-                            })
-                            .collect(),
-                    ),
-                    dir => dir,
-                };
-            volumes::write(&backing).map_err(|e| e.to_string())?;
+            let backing = match volumes::backing(v, &objects, dir, claims)? {
+                Backing::Files(d, files) => Backing::Files(
+                    d,
+                    files
+                        .into_iter()
+                        .map(|(path, (bytes, mode))| {
+                            let bytes = podspec::network_namespace_rewrite(&path, bytes, ip);
+                            (path, (bytes, mode))
+                        })
+                        .collect(),
+                ),
+                dir => dir,
+            };
+            volumes::write(&backing)?;
             let host = match backing {
                 Backing::Files(d, _) | Backing::Dir(d) => d,
             };
@@ -410,9 +394,13 @@ impl Loop {
         Ok(out)
     }
 
-    fn spawn(&self, running: &mut RunningPod, mounts: &[(String, PathBuf)]) -> Result<(), String> {
+    fn spawn(
+        &self,
+        running: &mut RunningPod,
+        mounts: &[(String, PathBuf)],
+    ) -> Result<(), StartError> {
         let c = &running.container;
-        let env = podspec::env(&running.pod, c, running.ip()).map_err(|e| e.to_string())?;
+        let env = podspec::env(&running.pod, c, running.ip())?;
         let mut args: Vec<String> = c.command.iter().flatten().skip(1).cloned().collect();
         args.extend(c.args.iter().flatten().cloned());
         let mut cmd = Command::new(&self.ctx.broker);
@@ -428,11 +416,7 @@ impl Loop {
             &running.uid[..running.uid.len().min(8)],
             running.restarts
         );
-        let process = self
-            .ctx
-            .bed
-            .spawn(&log_name, cmd)
-            .map_err(|e| e.to_string())?;
+        let process = self.ctx.bed.spawn(&log_name, cmd)?;
         running.process = Some(process);
         running.started_at = now();
         running.ready = false;
@@ -638,31 +622,4 @@ impl Loop {
             Err(e) => eprintln!("standin: writing /etc/hosts: {e}"),
         }
     }
-}
-
-/// An HTTP GET of `path` on `ip:port`: ready on a 2xx/3xx answer within [`PROBE_TIMEOUT`].
-async fn probe(ip: Ipv4Addr, port: u16, path: &str) -> bool {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
-        let request = format!(
-            "GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\nUser-Agent: mqtt-e2e-standin\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = [0u8; 16];
-        let mut got = 0;
-        while got < 12 {
-            let n = stream.read(&mut head[got..]).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        let text = std::str::from_utf8(&head[..got]).ok()?;
-        let code: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
-        Some((200..400).contains(&code))
-    };
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, attempt).await,
-        Ok(Some(true))
-    )
 }

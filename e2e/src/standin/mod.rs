@@ -15,6 +15,7 @@
 //! ```
 
 pub mod address;
+mod container;
 pub mod hosts;
 mod kubelet;
 pub mod podspec;
@@ -108,7 +109,7 @@ pub struct StandIn {
     namespace: String,
     owner: String,
     root: PathBuf,
-    pods: Arc<Mutex<BTreeMap<String, kubelet::RunningPod>>>,
+    pods: Arc<Mutex<BTreeMap<String, container::RunningPod>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -188,7 +189,7 @@ impl StandIn {
     /// The broker processes running now.
     pub fn processes(&self) -> Vec<PodProcess> {
         let pods = self.pods.lock().unwrap_or_else(|e| e.into_inner());
-        pods.values().map(kubelet::RunningPod::describe).collect()
+        pods.values().map(container::RunningPod::describe).collect()
     }
 }
 
