@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acl;
+pub mod bridge;
 pub mod config;
 pub mod metrics;
 pub mod topic;

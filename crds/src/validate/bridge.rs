@@ -97,24 +97,11 @@ fn check_filter(e: &mut Errors, path: &str, f: &str) -> bool {
     }
 }
 
-/// The levels from the first wildcard on must be the same on both sides; only the literal
-/// prefix before it is rewritten.
+/// The mapping rules are `contract::bridge::Mapping`'s, shared with the broker.
 fn mapping(local: &str, remote: &str) -> Result<(), String> {
-    let suffix = |f: &str| -> Vec<String> {
-        let levels: Vec<&str> = f.split('/').collect();
-        let first = levels.iter().position(|l| *l == "+" || *l == "#");
-        match first {
-            Some(i) => levels[i..].iter().map(|s| s.to_string()).collect(),
-            None => vec![],
-        }
-    };
-    let (ls, rs) = (suffix(local), suffix(remote));
-    if ls != rs {
-        return Err(format!(
-            "cannot map '{local}' to '{remote}': both must have the same levels from the first wildcard on (only the literal prefix is rewritten)"
-        ));
-    }
-    Ok(())
+    contract::bridge::Mapping::new(local, remote)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -128,5 +115,6 @@ mod tests {
         assert!(mapping("site/+/telemetry/#", "prod/#").is_err());
         assert!(mapping("site/+/x", "prod/+/y").is_err());
         assert!(mapping("site/#", "prod/x").is_err());
+        assert!(mapping("prod/#", "#").is_err());
     }
 }
