@@ -38,13 +38,23 @@ pub fn read(dir: &Path) -> Result<DirectoryFiles, DirectoryError> {
             Err(source) => return Err(DirectoryError::Read { path, source }),
         }
     }
+    // Optional: absent means no bridges.
+    let path = dir.join(contract::bridge::BRIDGES_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            out.insert(contract::bridge::BRIDGES_FILE.to_owned(), bytes);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(DirectoryError::Read { path, source }),
+    }
     Ok(out)
 }
 
-const WATCHED: [(&str, Part); 3] = [
+const WATCHED: [(&str, Part); 4] = [
     (files::ACL, Part::Acl),
     (files::REVOKED, Part::Revoked),
     (files::CLIENTS_CA, Part::Trust),
+    (contract::bridge::BRIDGES_FILE, Part::Bridges),
 ];
 
 fn digest(bytes: &[u8]) -> [u8; 32] {

@@ -1,5 +1,5 @@
 //! The node's HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, and the authenticated push
-//! endpoints `PUT /v1/acl`, `PUT /v1/revoked`, `PUT /v1/trust` (bearer token from `push-token`).
+//! endpoints `PUT /v1/acl`, `PUT /v1/revoked`, `PUT /v1/trust`, `PUT /v1/bridges` (bearer token from `push-token`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +24,8 @@ pub struct HttpState {
     pub engine: Arc<Engine>,
     /// Applies pushes.
     pub reloader: Arc<Reloader>,
+    /// Bridges (status, metrics).
+    pub bridges: Arc<crate::bridge::Bridges>,
     /// The bearer token (secret).
     pub token: String,
     /// The node configuration (limits, node id, peers) for metrics.
@@ -39,6 +41,7 @@ pub async fn serve(addr: SocketAddr, state: Arc<HttpState>) -> std::io::Result<(
         .route("/v1/acl", put(push_acl))
         .route("/v1/revoked", put(push_revoked))
         .route("/v1/trust", put(push_trust))
+        .route("/v1/bridges", put(push_bridges))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
@@ -77,6 +80,8 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
         "aclRevision": live.policy().revision(),
         "revokedRevision": live.revoked().revision,
         "trustRevision": live.trust().revision,
+        "bridgesRevision": s.bridges.revision(),
+        "bridges": s.bridges.status(),
     });
     let code = if live.ready() {
         StatusCode::OK
@@ -88,7 +93,8 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
 
 async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     let sample = crate::metrics::sample(&s.engine.scx).await;
-    let text = crate::metrics::render(&s.live, &sample, &s.config);
+    let mut text = crate::metrics::render(&s.live, &sample, &s.config);
+    s.bridges.render_metrics(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -133,6 +139,14 @@ async fn push_revoked(
     body: Bytes,
 ) -> Response {
     push(&s, &headers, Part::Revoked, &body).await
+}
+
+async fn push_bridges(
+    State(s): State<Arc<HttpState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    push(&s, &headers, Part::Bridges, &body).await
 }
 
 async fn push_trust(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Bytes) -> Response {

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod bridge;
 pub mod directory;
 pub mod enforcement;
 pub mod engine;

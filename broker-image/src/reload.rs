@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::bridge::Bridges;
 use crate::engine::{Engine, EngineError};
 use crate::live::{trust_state, Counters, Live, RevokedIndex};
 
@@ -16,6 +17,8 @@ pub enum Part {
     Revoked,
     /// `tls/clients-ca.crt`
     Trust,
+    /// `bridges.json`
+    Bridges,
 }
 
 /// Why a reload was rejected.
@@ -27,22 +30,26 @@ pub enum ReloadError {
     NotUtf8,
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Bridges(#[from] crate::bridge::BridgeApplyError),
 }
 
 /// Applies reloads to the live state and the engine.
 pub struct Reloader {
     live: Arc<Live>,
     engine: Arc<Engine>,
+    bridges: Arc<Bridges>,
     /// Serialises reloads so two pushes never interleave a swap.
     lock: tokio::sync::Mutex<()>,
 }
 
 impl Reloader {
     /// A reloader over the running engine.
-    pub fn new(live: Arc<Live>, engine: Arc<Engine>) -> Self {
+    pub fn new(live: Arc<Live>, engine: Arc<Engine>, bridges: Arc<Bridges>) -> Self {
         Self {
             live,
             engine,
+            bridges,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -54,6 +61,7 @@ impl Reloader {
             Part::Acl => self.apply_acl(bytes),
             Part::Revoked => self.apply_revoked(bytes).await,
             Part::Trust => self.apply_trust(bytes).await,
+            Part::Bridges => self.bridges.apply_bytes(bytes).await.map_err(Into::into),
         };
         match &result {
             Ok(rev) => {

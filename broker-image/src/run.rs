@@ -22,6 +22,11 @@ pub enum StartError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("configuration directory {dir}: {source}")]
+    Bridges {
+        dir: PathBuf,
+        source: contract::bridge::BridgeError,
+    },
     #[error("runtime directory {dir}: {source}")]
     RuntimeDir {
         dir: PathBuf,
@@ -95,7 +100,21 @@ pub async fn run(config_dir: PathBuf, runtime_dir: PathBuf) -> Result<(), StartE
     .await?;
     engine.start_listeners(&dir.clients_ca_pem, &live).await?;
     engine.spawn_raft_probe(live.clone());
-    let reloader = Arc::new(Reloader::new(live.clone(), engine.clone()));
+    let bridges = crate::bridge::Bridges::new(
+        engine.scx.clone(),
+        &config.cluster_name,
+        config.node.id,
+        config.cluster.peers.len() > 1,
+    );
+    bridges.register_tap().await;
+    if let Some(bytes) = files.get(contract::bridge::BRIDGES_FILE) {
+        let set = contract::bridge::load_bridges(bytes).map_err(|source| StartError::Bridges {
+            dir: config_dir.clone(),
+            source,
+        })?;
+        bridges.apply(set).await;
+    }
+    let reloader = Arc::new(Reloader::new(live.clone(), engine.clone(), bridges.clone()));
     crate::directory::spawn_watcher(
         config_dir,
         &files,
@@ -106,6 +125,7 @@ pub async fn run(config_dir: PathBuf, runtime_dir: PathBuf) -> Result<(), StartE
         live: live.clone(),
         engine,
         reloader,
+        bridges,
         token: dir.push_token.clone(),
         config: config.clone(),
     });
