@@ -371,14 +371,20 @@ async fn outage(
     // Until `expect` distinct messages arrived (then one more second for strays), or `window`.
     let deadline = Instant::now() + window;
     let mut distinct = std::collections::BTreeSet::new();
+    let reconnected = Instant::now();
     while distinct.len() < expect && Instant::now() < deadline {
-        let got = collect(&mut sub, Duration::from_millis(500), 10 * count).await;
+        let got = collect(&mut sub, Duration::from_millis(200), 10 * count).await;
         distinct.extend(
             got.into_iter()
                 .filter(|(t, _, q)| t == "prod/s1/telemetry/seq" && *q == QoS::AtLeastOnce)
                 .map(|(_, p, _)| p),
         );
     }
+    println!(
+        "bridge {bridge}: {} buffered messages delivered {:.2} s after the reconnection",
+        distinct.len(),
+        reconnected.elapsed().as_secs_f64()
+    );
     let strays = collect(&mut sub, Duration::from_secs(1), 10 * count).await;
     distinct.extend(
         strays

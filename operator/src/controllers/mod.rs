@@ -5,6 +5,7 @@
 //! `/healthz` + `/metrics` HTTP server ([`telemetry`]).
 
 pub mod apply;
+pub mod bridge;
 pub mod cluster;
 pub mod device;
 pub mod policy;
@@ -257,6 +258,7 @@ pub async fn run(client: Client, options: RunOptions) -> Result<(), RunError> {
         r = telemetry::serve(listener, metrics) => r.map_err(|source| RunError::Listen { addr: options.listen, source }),
         () = cluster::run(ctx.clone()) => Ok(()),
         () = device::run(ctx.clone()) => Ok(()),
+        () = bridge::run(ctx.clone()) => Ok(()),
         () = policy::run(ctx) => Ok(()),
     }
 }
