@@ -93,8 +93,9 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
 
 async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     let sample = crate::metrics::sample(&s.engine.scx).await;
-    let mut text = crate::metrics::render(&s.live, &sample, &s.config);
-    s.bridges.render_metrics(&mut text);
+    let mut bridges = String::new();
+    s.bridges.render_metrics(&mut bridges);
+    let text = crate::metrics::render_with(&s.live, &sample, &s.config, &bridges);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

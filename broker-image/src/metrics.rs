@@ -70,6 +70,18 @@ fn label(v: &str) -> String {
 /// Renders every metric. Names shared with the alert rules and dashboard come from
 /// `contract::metrics::broker`; the extra ones are broker-specific detail.
 pub fn render(live: &Live, engine: &EngineSample, config: &BrokerConfig) -> String {
+    render_with(live, engine, config, "")
+}
+
+/// [`render`] plus `extra` families (the bridges' `mqtt_bridge_*`, rendered by
+/// `crate::bridge::Bridges::render_metrics`) placed before the absent shared families are
+/// declared, so no family is declared twice.
+pub fn render_with(
+    live: &Live,
+    engine: &EngineSample,
+    config: &BrokerConfig,
+    extra: &str,
+) -> String {
     let c = &live.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
@@ -176,6 +188,7 @@ pub fn render(live: &Live, engine: &EngineSample, config: &BrokerConfig) -> Stri
         "Hot reloads rejected (invalid content).",
         load(&c.reload_errors),
     );
+    out.push_str(extra);
     declare_absent_families(&mut out);
     out
 }

@@ -288,6 +288,12 @@ async fn routes_map_topics_at_qos1_both_ways_and_reload_by_push() {
         Duration::from_secs(20),
     )
     .await;
+    // Every family is declared once, with the bridge's series.
+    let (_, text) = edge.get(0, "/metrics");
+    for m in contract::metrics::broker::ALL {
+        let declared = text.matches(&format!("# TYPE {} ", m.name)).count();
+        assert_eq!(declared, 1, "{} declared {declared} times", m.name);
+    }
     let forwarded = bridge_metric(&edge, 0, "mqtt_bridge_forwarded_total", "central").unwrap();
     assert!(forwarded >= 3.0, "forwarded {forwarded}");
     assert_eq!(
