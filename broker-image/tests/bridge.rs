@@ -582,3 +582,92 @@ async fn bidirectional_bridges_deliver_exactly_once() {
     let blocked = bridge_metric(&edge, 0, "mqtt_bridge_loops_blocked_total", "to-central");
     println!("edge bridge loops blocked by the marker: {blocked:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_of_a_clustered_edge_bridges_without_duplicates() {
+    let central = Cluster::start(Options::default());
+    let edge = Cluster::start(Options {
+        nodes: 3,
+        ..Options::default()
+    });
+    let routes = vec![
+        route(RouteDirection::Out, "up/#", "edge/up/#"),
+        route(RouteDirection::In, "down/#", "edge/down/#"),
+    ];
+    // Every node gets the same bridges.json (as from the config Secret); each has its own
+    // remote session, `in` routes share one remote subscription group.
+    let body = set(
+        "m1",
+        vec![bridge_to("central", &central, 0, routes, 10_000)],
+    );
+    for i in 0..edge.nodes.len() {
+        let (code, text) = edge.push(i, "/v1/bridges", &body);
+        assert_eq!(code, 200, "{text}");
+    }
+    for i in 0..edge.nodes.len() {
+        wait_connected(&edge, i, "central", Duration::from_secs(20));
+    }
+    let mut edge_sub = device(&edge, 1, "edge-app", true).await;
+    assert_eq!(edge_sub.subscribe("down/#", QoS::AtLeastOnce).await, 1);
+    let mut central_sub = device(&central, 0, "central-app", true).await;
+    assert_eq!(
+        central_sub.subscribe("edge/up/#", QoS::AtLeastOnce).await,
+        1
+    );
+    let central_pub = device(&central, 0, "central-pub", true).await;
+    probe_until(
+        &central_pub,
+        "edge/down/probe",
+        &mut edge_sub,
+        "down/probe",
+        Duration::from_secs(20),
+    )
+    .await;
+    let mut publishers = Vec::new();
+    for i in 0..edge.nodes.len() {
+        publishers.push(device(&edge, i, &format!("edge-pub-{i}"), true).await);
+    }
+    probe_until(
+        &publishers[2],
+        "up/probe",
+        &mut central_sub,
+        "edge/up/probe",
+        Duration::from_secs(20),
+    )
+    .await;
+    collect(&mut edge_sub, Duration::from_secs(2), usize::MAX).await;
+    collect(&mut central_sub, Duration::from_secs(2), usize::MAX).await;
+
+    for i in 0..30 {
+        central_pub
+            .client
+            .publish(format!("edge/down/{i}"), QoS::AtLeastOnce, false, "x")
+            .await
+            .unwrap();
+        publishers[i % 3]
+            .client
+            .publish(format!("up/{i}"), QoS::AtLeastOnce, false, "x")
+            .await
+            .unwrap();
+    }
+    for (name, sub, prefix) in [
+        ("edge", &mut edge_sub, "down/"),
+        ("central", &mut central_sub, "edge/up/"),
+    ] {
+        let got = collect(sub, Duration::from_secs(10), 100_000).await;
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for (t, _, _) in got.iter().filter(|(t, _, _)| !t.contains("probe")) {
+            *counts.entry(t.clone()).or_default() += 1;
+        }
+        for i in 0..30 {
+            let topic = format!("{prefix}{i}");
+            assert_eq!(
+                counts.get(&topic).copied().unwrap_or(0),
+                1,
+                "{name} subscriber got {topic} {:?} times",
+                counts.get(&topic)
+            );
+        }
+        assert_eq!(counts.len(), 30, "{name}: unexpected topics {counts:?}");
+    }
+}
