@@ -249,6 +249,21 @@ mod tests {
     }
 
     #[test]
+    fn the_config_volume_mounts_the_optional_bridges_secret() {
+        let volume = crate::render::config_dir::volume(&crate::render::names::Names::new("edge"));
+        let sources = volume.projected.unwrap().sources.unwrap();
+        let bridges = sources
+            .iter()
+            .filter_map(|s| s.secret.as_ref())
+            .find(|s| s.name == secret_name("edge"))
+            .expect("bridges Secret projected");
+        assert_eq!(bridges.optional, Some(true));
+        let items = bridges.items.as_ref().unwrap();
+        assert_eq!(items[0].key, contract::bridge::BRIDGES_FILE);
+        assert_eq!(items[0].path, contract::bridge::BRIDGES_FILE);
+    }
+
+    #[test]
     fn debug_never_shows_the_key_or_password() {
         let mut m = material();
         m.password = Some("hunter2".into());

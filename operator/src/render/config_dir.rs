@@ -1,6 +1,7 @@
 //! How the broker's configuration directory is assembled in a pod: one projected volume of the
-//! config ConfigMap, the CA bundle ConfigMap and the server/push-token Secrets. Projected
-//! volumes update atomically, so the broker's file watcher never sees half a change.
+//! config ConfigMap, the CA bundle ConfigMap, the server/push-token Secrets and the optional
+//! bridges Secret. Projected volumes update atomically, so the broker's file watcher never sees
+//! half a change.
 
 use k8s_openapi::api::core::v1::{
     ConfigMapProjection, KeyToPath, ProjectedVolumeSource, SecretProjection, Volume,
@@ -73,6 +74,19 @@ pub fn volume(names: &Names) -> Volume {
                         name: names.push_token(),
                         items: Some(vec![item(PUSH_TOKEN_KEY, "push-token")]),
                         optional: Some(false),
+                    }),
+                    ..VolumeProjection::default()
+                },
+                // `bridges.json` holds client keys, hence a Secret; optional: a cluster without
+                // Bridges has none, and the broker treats the absent file as no bridges.
+                VolumeProjection {
+                    secret: Some(SecretProjection {
+                        name: super::bridge::secret_name(&names.cluster),
+                        items: Some(vec![item(
+                            contract::bridge::BRIDGES_FILE,
+                            contract::bridge::BRIDGES_FILE,
+                        )]),
+                        optional: Some(true),
                     }),
                     ..VolumeProjection::default()
                 },
