@@ -3,10 +3,13 @@
 //! bridge, ...) gets `Ready=False, reason=Invalid` naming the field plus an Event; a reference to
 //! an object that does not exist gets `Ready=False, reason=ReferenceNotFound` naming the field
 //! plus an Event and is re-checked every 30 s; the resolved remote endpoint is reported in
-//! `status.remote`. Rendering bridges into the cluster's `bridges.json` (the broker side exists,
-//! see broker-image/README.md) and reading `Connected` from the brokers are not wired yet: a
-//! valid bridge reports `Ready=False, reason=NotRendered` and `Connected=Unknown` rather than
-//! pretending.
+//! `status.remote`. The pieces for the next step exist: the broker runs bridges from
+//! `bridges.json` (broker-image/README.md), `crate::render::bridge` renders that file from the
+//! Bridges and their resolved material, and the config volume projects the optional
+//! `<cluster>-bridges` Secret. Not wired yet: the MqttCluster controller does not create that
+//! Secret (resolving client certificates needs DeviceIdentity issuance), and `Connected` is not
+//! read from the brokers' `/readyz`. Until then a valid bridge reports `Ready=False,
+//! reason=NotRendered` and `Connected=Unknown` rather than pretending.
 
 use std::sync::Arc;
 use std::time::Duration;
