@@ -539,6 +539,19 @@ pub struct MqttClusterStatus {
     /// Hash of the compiled ACL rule set that every core node has acknowledged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl_revision: Option<String>,
+    /// The TopicPolicies (name and generation) compiled into `aclRevision`, sorted by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl_policies: Vec<AclPolicyStatus>,
+}
+
+/// A TopicPolicy generation compiled into the acknowledged ACL revision.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AclPolicyStatus {
+    /// The TopicPolicy's name (same namespace).
+    pub name: String,
+    /// Its `metadata.generation` whose rules are in force.
+    pub generation: i64,
 }
 
 /// Core node counts.

@@ -113,8 +113,11 @@ pub struct Desired {
 /// Facts from the build the status step reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
-    /// Revision (hash) of the compiled ACL rule set in the config ConfigMap.
+    /// Revision of the compiled ACL rule set in the config ConfigMap: the rule set's own
+    /// revision, which the broker reports as `aclRevision` in `/readyz`.
     pub acl_revision: String,
+    /// The TopicPolicies whose rules are in that rule set: (name, generation), sorted by name.
+    pub acl_policies: Vec<(String, i64)>,
     /// Monitoring objects were asked for but their CRDs are missing.
     pub monitoring_crd_missing: bool,
     /// Duplicate device ids (deviceId, names).
@@ -227,6 +230,23 @@ pub fn compile_acl(cluster: &MqttCluster, observed: &Observed) -> Result<Compile
             .iter()
             .filter(|d| d.spec.cluster_ref.name == name),
     )
+}
+
+/// The policies whose rules `compiled` holds, with the generation that was compiled.
+fn compiled_policies(compiled: &Compiled, policies: &[TopicPolicy]) -> Vec<(String, i64)> {
+    let mut out: Vec<(String, i64)> = compiled
+        .policies
+        .iter()
+        .filter(|o| o.applied())
+        .filter_map(|o| {
+            let p = policies
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(o.name.as_str()))?;
+            Some((o.name.clone(), p.metadata.generation.unwrap_or(0)))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Sets the cluster's owner reference on a child built as JSON.
@@ -348,7 +368,8 @@ pub fn build(
     let broker_json = serde_json::to_string_pretty(&broker).unwrap_or_default();
     let compiled = compile_acl(cluster, observed)?;
     let acl_bytes = compiled.encode();
-    let acl_revision = short_hash(&acl_bytes);
+    let acl_revision = compiled.rules.revision().to_owned();
+    let acl_policies = compiled_policies(&compiled, &observed.policies);
     let revoked = revoked_set(name, &observed.devices);
     let revoked_json = serde_json::to_string_pretty(&revoked).unwrap_or_default();
     let config = ConfigMap {
@@ -439,6 +460,7 @@ pub fn build(
         dashboard,
         summary: Summary {
             acl_revision,
+            acl_policies,
             monitoring_crd_missing,
             duplicate_device_ids: compiled.duplicate_device_ids,
             next_renewal,

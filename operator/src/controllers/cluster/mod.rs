@@ -1,6 +1,8 @@
 //! MqttCluster controller: dereference → validate → build → apply → update status.
 
+pub mod acknowledge;
 pub mod build;
+pub mod push;
 pub mod status;
 
 use std::sync::Arc;
@@ -228,7 +230,23 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
     let observed = dereference(&ctx.client, &cluster, &ns).await?;
     let desired = build(&cluster, &observed, &mut OsRandomness, SystemTime::now())?;
     let summary = desired.summary.clone();
+    let payloads = push::Payloads::from_desired(&desired);
     let writes = apply_all(&ctx.client, &ns, desired).await?;
+
+    // push the hot-reloadable parts to the running core nodes
+    let names = Names::new(&name);
+    let nodes = push::core_nodes(&ctx.client, &ns, &names)
+        .await
+        .map_err(read("core Pods"))?;
+    let reports = push::sync_nodes(&nodes, &payloads, &push::PushOptions::default()).await;
+    let desired_nodes: Vec<String> = (0..cluster.spec.core.replicas)
+        .map(|n| names.pod(n))
+        .collect();
+    let acl_push = status::AclPush {
+        ack: acknowledge::acknowledge(&desired_nodes, &payloads.revisions, &reports),
+        desired: payloads.revisions.clone(),
+        desired_nodes: desired_nodes.len(),
+    };
 
     // update status
     let sts = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
@@ -239,13 +257,24 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
         .and_then(|s| s.status)
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let status = status::applied(&cluster, &summary, ready, now());
+    let status = status::applied(&cluster, &summary, ready, &acl_push, now());
     let status_written = apply_status(&api, &name, cluster.status.as_ref(), &status).await?;
     for (id, holders) in &summary.duplicate_device_ids {
         tracing::warn!(device_id = %id, holders = ?holders, "deviceId claimed twice");
     }
-    tracing::info!(writes, status_written, "reconciled");
-    Ok(Action::requeue(requeue_after(&summary, SystemTime::now())))
+    tracing::info!(
+        writes,
+        status_written,
+        acl_acknowledged = acl_push.ack.complete,
+        "reconciled"
+    );
+    let mut next = requeue_after(&summary, SystemTime::now());
+    if !acl_push.ack.complete && !nodes.is_empty() {
+        // Pods that run but lag: look again soon, backing off while it lasts. Pods not yet
+        // running bring the cluster back through the StatefulSet watch.
+        next = next.min(acknowledge::retry_after(behind_for(&status), RESYNC));
+    }
+    Ok(Action::requeue(next))
 }
 
 /// When to reconcile again without a watch event (pure): at the next certificate renewal, within
@@ -260,6 +289,18 @@ pub fn requeue_after(summary: &build::Summary, now: SystemTime) -> Duration {
     } else {
         next
     }
+}
+
+/// How long `AclApplied` has been false (zero when unknown).
+fn behind_for(status: &crds::cluster::MqttClusterStatus) -> Duration {
+    crds::condition::find(&status.conditions, crds::condition::ACL_APPLIED)
+        .filter(|c| c.status == "False")
+        .and_then(|c| {
+            let since = std::time::UNIX_EPOCH
+                + Duration::from_secs(u64::try_from(c.last_transition_time.0.as_second()).ok()?);
+            SystemTime::now().duration_since(since).ok()
+        })
+        .unwrap_or_default()
 }
 
 fn policy_cluster(p: TopicPolicy) -> Option<ObjectRef<MqttCluster>> {
@@ -308,6 +349,7 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let mut summary = build::Summary {
             acl_revision: String::new(),
+            acl_policies: vec![],
             monitoring_crd_missing: false,
             duplicate_device_ids: vec![],
             next_renewal: None,

@@ -7,8 +7,10 @@ use crds::condition::{
 };
 use crds::MqttCluster;
 
+use super::acknowledge::{Acknowledgement, Revisions};
 use super::build::Summary;
 use crate::render::names::Names;
+use crds::cluster::AclPolicyStatus;
 
 /// Status of a cluster whose spec is invalid: `Ready=False, reason=Invalid`, the rest kept.
 pub fn invalid(cluster: &MqttCluster, message: &str, now: Time) -> MqttClusterStatus {
@@ -46,11 +48,25 @@ pub fn endpoints(cluster: &MqttCluster) -> Vec<EndpointStatus> {
         .collect()
 }
 
-/// Status of a valid cluster after apply. `ready` is the StatefulSet's ready replicas.
+/// What the push to the core nodes found, for the `AclApplied` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclPush {
+    /// The revisions pushed.
+    pub desired: Revisions,
+    /// How many core nodes are desired.
+    pub desired_nodes: usize,
+    /// The verdict over those nodes.
+    pub ack: Acknowledgement,
+}
+
+/// Status of a valid cluster after apply and push. `ready` is the StatefulSet's ready replicas.
+/// `aclRevision` and `aclPolicies` move to the built rule set only once every desired node has
+/// acknowledged it; until then they keep naming the last rule set every node ran.
 pub fn applied(
     cluster: &MqttCluster,
     summary: &Summary,
     ready: i32,
+    push: &AclPush,
     now: Time,
 ) -> MqttClusterStatus {
     let mut status = cluster.status.clone().unwrap_or_default();
@@ -78,21 +94,26 @@ pub fn applied(
             now.clone(),
         ),
     );
-    // Node acknowledgement (readyz revisions) is checked by the ACL push, not here yet.
+    let message = push.ack.message(push.desired_nodes, &push.desired);
     upsert(
         c,
-        condition(
-            ACL_APPLIED,
-            false,
-            "NotVerified",
-            format!(
-                "rule set revision {} written to the config ConfigMap; node acknowledgement not checked",
-                summary.acl_revision
-            ),
-            gen,
-            now.clone(),
-        ),
+        if push.ack.complete {
+            condition(ACL_APPLIED, true, "Acknowledged", message, gen, now.clone())
+        } else {
+            condition(ACL_APPLIED, false, "NodesBehind", message, gen, now.clone())
+        },
     );
+    if push.ack.complete {
+        status.acl_revision = Some(summary.acl_revision.clone());
+        status.acl_policies = summary
+            .acl_policies
+            .iter()
+            .map(|(name, generation)| AclPolicyStatus {
+                name: name.clone(),
+                generation: *generation,
+            })
+            .collect();
+    }
     let all_ready = ready >= desired;
     upsert(
         c,
@@ -190,6 +211,7 @@ mod tests {
     fn summary() -> Summary {
         Summary {
             acl_revision: "abc".into(),
+            acl_policies: vec![("p".into(), 4)],
             monitoring_crd_missing: true,
             duplicate_device_ids: vec![],
             next_renewal: None,
@@ -205,12 +227,70 @@ mod tests {
         c
     }
 
+    fn push(complete: bool) -> AclPush {
+        AclPush {
+            desired: Revisions {
+                acl: Some("abc".into()),
+                revoked: Some("r1".into()),
+                trust: None,
+            },
+            desired_nodes: 3,
+            ack: Acknowledgement {
+                complete,
+                behind: if complete {
+                    vec![]
+                } else {
+                    vec![("qs-core-2".into(), "acl at old".into())]
+                },
+            },
+        }
+    }
+
+    #[test]
+    fn acl_revision_and_policies_move_only_when_every_node_acknowledged() {
+        let mut c = qs();
+        let behind = applied(&c, &summary(), 3, &push(false), t(10));
+        let cond = find(&behind.conditions, ACL_APPLIED).unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "NodesBehind")
+        );
+        assert!(
+            cond.message.contains("qs-core-2: acl at old"),
+            "{}",
+            cond.message
+        );
+        assert_eq!(behind.acl_revision, None);
+        assert!(behind.acl_policies.is_empty());
+
+        c.status = Some(behind);
+        let done = applied(&c, &summary(), 3, &push(true), t(20));
+        assert!(is_true(&done.conditions, ACL_APPLIED));
+        assert_eq!(done.acl_revision.as_deref(), Some("abc"));
+        assert_eq!(
+            done.acl_policies,
+            vec![AclPolicyStatus {
+                name: "p".into(),
+                generation: 4
+            }]
+        );
+
+        // A newer rule set not yet everywhere: the acknowledged one stays reported.
+        c.status = Some(done);
+        let mut newer = summary();
+        newer.acl_revision = "def".into();
+        newer.acl_policies = vec![("p".into(), 5)];
+        let lagging = applied(&c, &newer, 3, &push(false), t(30));
+        assert_eq!(lagging.acl_revision.as_deref(), Some("abc"));
+        assert_eq!(lagging.acl_policies[0].generation, 4);
+    }
+
     #[test]
     fn status_is_stable_when_nothing_changed() {
         let mut c = qs();
-        let first = applied(&c, &summary(), 1, t(10));
+        let first = applied(&c, &summary(), 1, &push(false), t(10));
         c.status = Some(first.clone());
-        let second = applied(&c, &summary(), 1, t(20));
+        let second = applied(&c, &summary(), 1, &push(false), t(20));
         assert_eq!(first, second, "a later clock alone must not change status");
         assert_eq!(second.core.as_ref().unwrap().readiness, "1/3");
         assert!(is_true(&second.conditions, DEGRADED));
