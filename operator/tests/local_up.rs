@@ -9,137 +9,15 @@
 //! binaries are built); with `cargo test -p operator` alone the test builds it first with
 //! `cargo build -p broker --bin mqtt-broker`.
 
+#[path = "support/local_cluster.rs"]
+mod local_cluster;
 #[path = "support/tool.rs"]
 mod tool;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `MQTT_BROKER_BIN` when set, else the broker binary next to the operator binary, built if
-/// missing.
-fn broker_binary(operator: &Path) -> PathBuf {
-    if let Some(p) = std::env::var_os("MQTT_BROKER_BIN") {
-        return PathBuf::from(p);
-    }
-    let broker = operator.with_file_name("mqtt-broker");
-    if !broker.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        eprintln!("building the broker: {cargo} build -p broker --bin mqtt-broker");
-        let status = Command::new(cargo)
-            .args(["build", "-p", "broker", "--bin", "mqtt-broker"])
-            .status()
-            .expect("run cargo build -p broker");
-        assert!(status.success(), "cargo build -p broker failed");
-    }
-    assert!(broker.is_file(), "no broker binary at {}", broker.display());
-    broker
-}
-
-/// A base port with 30 free ports after it (3 nodes x 10).
-fn free_base() -> u16 {
-    let seed = std::process::id() as u16;
-    for attempt in 0..200u16 {
-        let base = 20_000 + (seed.wrapping_mul(31).wrapping_add(attempt * 97)) % 40_000;
-        let free = (base..base + 30).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if free {
-            return base;
-        }
-    }
-    panic!("no free range of 30 loopback ports found in 200 attempts");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
-
-/// Lines of a child's stdout, through a channel (read on a thread).
-fn lines_of(child: &mut Child) -> Receiver<String> {
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// Waits for a line satisfying `want`; everything read is appended to `seen`.
-fn wait_line(
-    rx: &Receiver<String>,
-    seen: &mut Vec<String>,
-    timeout: Duration,
-    want: impl Fn(&str) -> bool,
-) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                seen.push(line.clone());
-                if want(&line) {
-                    return Some(line);
-                }
-            }
-            Err(_) => return None,
-        }
-    }
-}
-
-/// Kills what is still running when the test ends (also on panic).
-struct Guard {
-    children: Vec<Child>,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            if let Ok(None) = c.try_wait() {
-                if let Ok(pid) = i32::try_from(c.id()) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
-                }
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
-
-/// Runs one printed command with `sh -c`, exactly as printed (10 s bound).
-fn run_printed(cmd: &str) -> std::process::Output {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while matches!(child.try_wait(), Ok(None)) {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
+use local_cluster::{lines_of, run_printed, wait_line, LocalUp};
 
 fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
@@ -152,40 +30,16 @@ fn local_up_quickstart_end_to_end() {
     {
         return;
     }
-    let operator = PathBuf::from(env!("CARGO_BIN_EXE_mqtt-operator"));
-    let broker = broker_binary(&operator);
-    let tmp = tempfile::tempdir().unwrap();
-    let manifests = tmp.path().join("quickstart");
-    copy_dir(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/examples/quickstart"),
-        &manifests,
-    );
-    let state = tmp.path().join("state");
-    let base = free_base();
-
     let started = Instant::now();
-    let mut up = Command::new(&operator)
-        .args(["local", "up", "-f"])
-        .arg(&manifests)
-        .arg("-d")
-        .arg(&state)
-        .args(["--base-port", &base.to_string()])
-        .env("MQTT_BROKER_BIN", &broker)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let up_out = lines_of(&mut up);
-    let up_pid = up.id() as i32;
-    let mut guard = Guard { children: vec![up] };
-    let mut seen = Vec::new();
-    let ready = wait_line(&up_out, &mut seen, Duration::from_secs(120), |l| {
-        l.starts_with("Watching the manifests")
-    });
-    assert!(
-        ready.is_some(),
-        "local up not ready within 120 s; output:\n{}",
-        seen.join("\n")
-    );
+    let LocalUp {
+        mut guard,
+        out: up_out,
+        mut seen,
+        manifests,
+        state,
+        _tmp,
+    } = LocalUp::start();
+    let up_pid = guard.children[0].id() as i32;
     eprintln!(
         "local up (3 nodes) ready in {:.2} s",
         started.elapsed().as_secs_f64()

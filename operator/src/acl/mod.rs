@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod compile;
 pub mod explain;
+pub mod last_good;
 
 pub use compile::{compile, ClusterAcl, CompileError, Compiled, PolicyOutcome};
 

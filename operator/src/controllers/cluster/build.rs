@@ -15,6 +15,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::acl::compile::{compile, ClusterAcl, CompileError, Compiled};
+use crate::acl::last_good::carry_over;
 use crate::monitoring::{self, RuleOptions};
 use crate::pki::{
     decide_server_rotation, issue_server_certificate, CaKind, CaProfile, CertificateAuthority,
@@ -79,6 +80,9 @@ pub struct Observed {
     pub policies: Vec<TopicPolicy>,
     /// DeviceIdentities of the namespace.
     pub devices: Vec<DeviceIdentity>,
+    /// The `acl.bin` of the config ConfigMap as it is now (what the nodes were given last):
+    /// the rules of a policy that became invalid are carried over from it.
+    pub previous_acl: Option<Vec<u8>>,
     /// The PodDisruptionBudget API the server offers.
     pub pdb_api: Option<PdbApi>,
     /// Whether the Prometheus Operator CRDs (ServiceMonitor, PrometheusRule) exist.
@@ -232,17 +236,68 @@ pub fn compile_acl(cluster: &MqttCluster, observed: &Observed) -> Result<Compile
     )
 }
 
-/// The policies whose rules `compiled` holds, with the generation that was compiled.
-fn compiled_policies(compiled: &Compiled, policies: &[TopicPolicy]) -> Vec<(String, i64)> {
+/// Compiles the cluster's ACL; the rules of a selected policy that is now invalid are carried
+/// over from the rule set the nodes were given last (`observed.previous_acl`), so an invalid
+/// edit changes nothing. Returns the compile and the names of the carried policies.
+pub fn compile_keeping_last_good(
+    cluster: &MqttCluster,
+    observed: &Observed,
+) -> Result<(Compiled, BTreeSet<String>), CompileError> {
+    let mut compiled = compile_acl(cluster, observed)?;
+    let invalid: BTreeSet<String> = compiled
+        .policies
+        .iter()
+        .filter(|o| o.selected && !o.errors.is_empty())
+        .map(|o| o.name.clone())
+        .collect();
+    let previous = observed
+        .previous_acl
+        .as_deref()
+        .and_then(|b| contract::acl::codec::decode(b).ok());
+    let Some(previous) = previous.filter(|_| !invalid.is_empty()) else {
+        return Ok((compiled, BTreeSet::new()));
+    };
+    let carried: BTreeSet<String> = invalid
+        .into_iter()
+        .filter(|p| previous.origins().iter().any(|o| &o.policy == p))
+        .collect();
+    compiled.rules = carry_over(&compiled.rules, &previous, &carried).map_err(|source| {
+        CompileError::RuleSet {
+            cluster: cluster.metadata.name.clone().unwrap_or_default(),
+            source,
+        }
+    })?;
+    Ok((compiled, carried))
+}
+
+/// The policies whose rules `compiled` holds, with the generation in force: the compiled one,
+/// or for a carried (now invalid) policy the generation the cluster last reported in force.
+fn compiled_policies(
+    cluster: &MqttCluster,
+    compiled: &Compiled,
+    carried: &BTreeSet<String>,
+    policies: &[TopicPolicy],
+) -> Vec<(String, i64)> {
+    let reported = cluster
+        .status
+        .as_ref()
+        .map(|s| s.acl_policies.as_slice())
+        .unwrap_or_default();
     let mut out: Vec<(String, i64)> = compiled
         .policies
         .iter()
-        .filter(|o| o.applied())
         .filter_map(|o| {
-            let p = policies
-                .iter()
-                .find(|p| p.metadata.name.as_deref() == Some(o.name.as_str()))?;
-            Some((o.name.clone(), p.metadata.generation.unwrap_or(0)))
+            if o.applied() {
+                let p = policies
+                    .iter()
+                    .find(|p| p.metadata.name.as_deref() == Some(o.name.as_str()))?;
+                Some((o.name.clone(), p.metadata.generation.unwrap_or(0)))
+            } else if carried.contains(&o.name) {
+                let r = reported.iter().find(|r| r.name == o.name)?;
+                Some((o.name.clone(), r.generation))
+            } else {
+                None
+            }
         })
         .collect();
     out.sort();
@@ -366,10 +421,10 @@ pub fn build(
     let topology = Topology::kubernetes(name, namespace, spec)?;
     let broker = shared_broker_config(name, spec, &topology)?;
     let broker_json = serde_json::to_string_pretty(&broker).unwrap_or_default();
-    let compiled = compile_acl(cluster, observed)?;
+    let (compiled, carried) = compile_keeping_last_good(cluster, observed)?;
     let acl_bytes = compiled.encode();
     let acl_revision = compiled.rules.revision().to_owned();
-    let acl_policies = compiled_policies(&compiled, &observed.policies);
+    let acl_policies = compiled_policies(cluster, &compiled, &carried, &observed.policies);
     let revoked = revoked_set(name, &observed.devices);
     let revoked_json = serde_json::to_string_pretty(&revoked).unwrap_or_default();
     let config = ConfigMap {
@@ -557,6 +612,64 @@ mod tests {
         };
         let err = build(&c, &observed, &mut SeededRandomness::new(b"a"), now()).unwrap_err();
         assert!(err.to_string().contains("qs-cluster-ca"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_policy_edit_leaves_the_pushed_rule_set_as_it_was() {
+        let mut c = cluster(QS);
+        let tele = |topic: &str, generation: i64| -> TopicPolicy {
+            serde_yaml::from_str(&format!(
+                "apiVersion: mqtt.operator.dev/v1alpha1\nkind: TopicPolicy\nmetadata: {{name: tele, namespace: iot, generation: {generation}}}\nspec: {{clusterRef: {{name: qs}}, subjects: [{{all: true}}], rules: [{{effect: allow, actions: [publish], topics: ['{topic}']}}]}}\n"
+            ))
+            .unwrap()
+        };
+        let acl_of = |d: &Desired| d.config.binary_data.as_ref().unwrap()[files::ACL].0.clone();
+        let good = build(
+            &c,
+            &Observed {
+                policies: vec![tele("t/#", 1)],
+                ..Observed::default()
+            },
+            &mut SeededRandomness::new(b"a"),
+            now(),
+        )
+        .unwrap();
+        assert_eq!(good.summary.acl_policies, vec![("tele".into(), 1)]);
+        // The nodes acknowledged generation 1.
+        c.status = Some(crds::cluster::MqttClusterStatus {
+            acl_revision: Some(good.summary.acl_revision.clone()),
+            acl_policies: vec![crds::cluster::AclPolicyStatus {
+                name: "tele".into(),
+                generation: 1,
+            }],
+            ..Default::default()
+        });
+
+        // Generation 2 is invalid: the ACL pushed stays byte for byte the same, and the status
+        // keeps naming generation 1 as the one in force.
+        let observed = Observed {
+            policies: vec![tele("t/#/x", 2)],
+            previous_acl: Some(acl_of(&good)),
+            ..Observed::default()
+        };
+        let after = build(&c, &observed, &mut SeededRandomness::new(b"a"), now()).unwrap();
+        assert_eq!(acl_of(&after), acl_of(&good));
+        assert_eq!(after.summary.acl_revision, good.summary.acl_revision);
+        assert_eq!(after.summary.acl_policies, vec![("tele".into(), 1)]);
+
+        // Without the previous rule set (first build), nothing of the invalid policy exists.
+        let fresh = build(
+            &c,
+            &Observed {
+                policies: vec![tele("t/#/x", 2)],
+                ..Observed::default()
+            },
+            &mut SeededRandomness::new(b"a"),
+            now(),
+        )
+        .unwrap();
+        assert_ne!(fresh.summary.acl_revision, good.summary.acl_revision);
+        assert!(fresh.summary.acl_policies.is_empty());
     }
 
     #[test]

@@ -116,6 +116,13 @@ async fn dereference(client: &Client, cluster: &MqttCluster, ns: &str) -> Result
             .await
             .map_err(read("DeviceIdentities"))?
             .items,
+        previous_acl: Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get_opt(&names.config())
+            .await
+            .map_err(read("the config ConfigMap"))?
+            .and_then(|c| c.binary_data)
+            .and_then(|mut d| d.remove(contract::config::files::ACL))
+            .map(|b| b.0),
         pdb_api: Some(discover_pdb_api(client).await?),
         monitoring_crds: discover_monitoring(client).await?,
     })
