@@ -12,7 +12,7 @@ use std::time::Duration;
 use contract::config::{files, DirectoryFiles};
 use sha2::{Digest, Sha256};
 
-use crate::reload::{Part, Reloader};
+use crate::reload::{Part, Reloader, Source};
 
 /// Errors reading the directory.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ pub fn spawn_watcher(
                 }
                 seen.insert(name, hash);
                 // Errors are counted and logged by the reloader; the old version stays.
-                let _ = reloader.apply(part, &bytes).await;
+                let _ = reloader.apply(part, &bytes, Source::File).await;
             }
         }
     });

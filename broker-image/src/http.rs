@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::engine::Engine;
 use crate::live::Live;
-use crate::reload::{Part, Reloader};
+use crate::reload::{Part, Reloader, Source};
 
 /// What the handlers share.
 pub struct HttpState {
@@ -120,7 +120,7 @@ async fn push(s: &HttpState, headers: &HeaderMap, part: Part, body: &[u8]) -> Re
         )
             .into_response();
     }
-    match s.reloader.apply(part, body).await {
+    match s.reloader.apply(part, body, Source::Push).await {
         Ok(revision) => (StatusCode::OK, Json(json!({"revision": revision}))).into_response(),
         Err(e) => (
             StatusCode::BAD_REQUEST,

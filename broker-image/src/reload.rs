@@ -9,7 +9,7 @@ use crate::engine::{Engine, EngineError};
 use crate::live::{trust_state, Counters, Live, RevokedIndex};
 
 /// Which hot-reloadable part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Part {
     /// `acl.bin`
     Acl,
@@ -34,13 +34,27 @@ pub enum ReloadError {
     Bridges(#[from] crate::bridge::BridgeApplyError),
 }
 
+/// Where new content came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The push endpoint (`PUT /v1/<part>`): the operator's current version.
+    Push,
+    /// A changed file in the configuration directory.
+    File,
+}
+
 /// Applies reloads to the live state and the engine.
+///
+/// Push wins over files: once a part has been pushed, file changes of that part are ignored.
+/// The directory copy bootstraps a starting node; in Kubernetes the kubelet refreshes mounted
+/// ConfigMaps late (up to a minute or more), so a file change can carry a version older than
+/// one already pushed, and applying it would silently roll the node back.
 pub struct Reloader {
     live: Arc<Live>,
     engine: Arc<Engine>,
     bridges: Arc<Bridges>,
-    /// Serialises reloads so two pushes never interleave a swap.
-    lock: tokio::sync::Mutex<()>,
+    /// Serialises reloads so two pushes never interleave a swap; holds the parts pushed so far.
+    lock: tokio::sync::Mutex<HashSet<Part>>,
 }
 
 impl Reloader {
@@ -50,13 +64,23 @@ impl Reloader {
             live,
             engine,
             bridges,
-            lock: tokio::sync::Mutex::new(()),
+            lock: tokio::sync::Mutex::new(HashSet::new()),
         }
     }
 
-    /// Applies new content for `part`; returns the revision now in force.
-    pub async fn apply(&self, part: Part, bytes: &[u8]) -> Result<String, ReloadError> {
-        let _guard = self.lock.lock().await;
+    /// Applies new content for `part` from `source`; returns the revision now in force, or
+    /// `None` when a file change was ignored because the part has been pushed.
+    pub async fn apply(
+        &self,
+        part: Part,
+        bytes: &[u8],
+        source: Source,
+    ) -> Result<Option<String>, ReloadError> {
+        let mut pushed = self.lock.lock().await;
+        if source == Source::File && pushed.contains(&part) {
+            log::info!("ignored a file change of {part:?}: the pushed version stays in force");
+            return Ok(None);
+        }
         let result = match part {
             Part::Acl => self.apply_acl(bytes),
             Part::Revoked => self.apply_revoked(bytes).await,
@@ -66,14 +90,17 @@ impl Reloader {
         match &result {
             Ok(rev) => {
                 Counters::inc(&self.live.counters.reloads);
-                log::info!("reloaded {part:?}, revision {rev}");
+                if source == Source::Push {
+                    pushed.insert(part);
+                }
+                log::info!("reloaded {part:?} from {source:?}, revision {rev}");
             }
             Err(e) => {
                 Counters::inc(&self.live.counters.reload_errors);
                 log::warn!("rejected {part:?} reload: {e}");
             }
         }
-        result
+        result.map(Some)
     }
 
     fn apply_acl(&self, bytes: &[u8]) -> Result<String, ReloadError> {

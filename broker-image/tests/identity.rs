@@ -168,6 +168,23 @@ async fn mtls_identity_and_revocation() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Push wins over files: once the ACL was pushed, a later file change (a kubelet refreshing
+    // the mounted ConfigMap late, with an older version) does not roll the node back.
+    let (code, body) = cluster.push(0, "/v1/acl", &shared_acl);
+    assert_eq!(code, 200, "{body}");
+    let stale = acl_bin(false, &own_topics());
+    cluster.write_file(0, contract::config::files::ACL, &stale);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, ready) = cluster.get(0, "/readyz");
+    assert!(
+        ready.contains(&format!(
+            "\"aclRevision\":\"{}\"",
+            acl_revision(&shared_acl)
+        )),
+        "a file change overrode the pushed ACL: {ready}"
+    );
+    assert_eq!(b.subscribe("devices/shared/y", QoS::AtMostOnce).await, 0);
+
     // Trust bundle reload: a new clients CA is pushed; its devices connect, the old CA's new
     // connections are refused, the established dev-b connection stays up.
     let new_ca = Ca::new("clients-ca-2");
