@@ -64,6 +64,12 @@ pub enum PushError {
         /// The start of the response body.
         body: String,
     },
+    /// The node answers `/readyz` without revisions: its engine is still starting.
+    #[error("{addr} is starting (no revisions in /readyz yet)")]
+    Starting {
+        /// The node's address.
+        addr: SocketAddr,
+    },
     /// `/readyz` did not answer JSON.
     #[error("GET /readyz on {addr}: not JSON: {message}")]
     NotJson {
@@ -82,6 +88,7 @@ impl PushError {
             PushError::Timeout { .. } => "timeout",
             PushError::Status { .. } => "status",
             PushError::NotJson { .. } => "readyz",
+            PushError::Starting { .. } => "starting",
         }
     }
 
@@ -388,6 +395,11 @@ pub async fn put(
 pub async fn sync_node(addr: SocketAddr, payloads: &Payloads, options: &PushOptions) -> NodeState {
     let run = async {
         let before = readyz(addr, options).await?;
+        if before == Revisions::default() {
+            // Still starting (the early endpoint serves `/readyz` only): nothing to push to yet;
+            // the node loads the directory copy and is pushed to once it serves.
+            return Err(PushError::Starting { addr });
+        }
         let parts = parts_to_push(&payloads.revisions, &before);
         if parts.is_empty() {
             return Ok(before);
