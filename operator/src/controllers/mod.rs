@@ -44,6 +44,9 @@ pub enum Error {
     /// The desired state could not be built.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// A device certificate could not be issued.
+    #[error(transparent)]
+    Device(#[from] device::build::BuildError),
     /// The object lacks namespace or name (never from a watch).
     #[error("object without {0}")]
     MissingKey(&'static str),
@@ -56,6 +59,7 @@ impl Error {
             Error::Read { .. } => "read",
             Error::Apply(_) => "apply",
             Error::Build(b) => b.category(),
+            Error::Device(d) => d.category(),
             Error::MissingKey(_) => "object",
         }
     }

@@ -196,13 +196,15 @@ pub fn short_hash(data: &[u8]) -> String {
     hex::encode(&Sha256::digest(data)[..8])
 }
 
-/// The revoked set of the cluster: current and previous serials of Revoked identities.
+/// The revoked set of the cluster: current and previous serials (from status) of Revoked
+/// identities, and of Suspended ones while they are suspended (they leave the set when Active
+/// again).
 pub fn revoked_set(cluster: &str, devices: &[DeviceIdentity]) -> RevokedSet {
     let mut serials = BTreeSet::new();
-    for d in devices
-        .iter()
-        .filter(|d| d.spec.cluster_ref.name == cluster && d.spec.state == DeviceState::Revoked)
-    {
+    for d in devices.iter().filter(|d| {
+        d.spec.cluster_ref.name == cluster
+            && matches!(d.spec.state, DeviceState::Revoked | DeviceState::Suspended)
+    }) {
         if let Some(status) = &d.status {
             serials.extend(status.serial.clone());
             serials.extend(status.previous_serials.iter().map(|p| p.serial.clone()));

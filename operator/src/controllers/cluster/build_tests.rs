@@ -155,5 +155,20 @@ fn revoked_identities_serials_are_in_the_revoked_set() {
     .unwrap();
     let set = revoked_set("qs", std::slice::from_ref(&d));
     assert_eq!(set.serials.len(), 2);
-    assert!(revoked_set("other", &[d]).serials.is_empty());
+    assert!(revoked_set("other", std::slice::from_ref(&d))
+        .serials
+        .is_empty());
+    let mut suspended = d.clone();
+    suspended.spec.state = DeviceState::Suspended;
+    assert_eq!(
+        revoked_set("qs", std::slice::from_ref(&suspended)).serials,
+        set.serials,
+        "a suspended identity's serials are refused too"
+    );
+    let mut active = d;
+    active.spec.state = DeviceState::Active;
+    assert!(
+        revoked_set("qs", &[active]).serials.is_empty(),
+        "an Active identity's serials leave the set"
+    );
 }
