@@ -336,7 +336,7 @@ pub fn build(
         return Ok(not_ready(
             device,
             status::REASON_CLUSTER_NOT_FOUND,
-            format!("spec.clusterRef: MqttCluster {cluster_name} not found in this namespace"),
+            format!("spec.clusterRef.name: MqttCluster {cluster_name} not found in this namespace"),
             Some(WAIT_FOR_CLUSTER),
             now,
         ));
