@@ -214,28 +214,21 @@ fn devices_of(
 }
 
 /// Runs the DeviceIdentity controller until its watch ends. Besides the identities it watches
-/// their Secrets (label [`DEVICE_LABEL`]), the MqttClusters (a cluster appearing) and the
-/// clusters' CA bundle ConfigMaps (a CA created or renewed): each requeues the identities
-/// concerned.
+/// their Secrets (label [`DEVICE_LABEL`]) and the clusters' CA bundle ConfigMaps, which the
+/// cluster controller writes when a cluster's CAs are created or change: that requeues the
+/// cluster's identities. (Not the MqttCluster itself: its status changes with every identity,
+/// and requeueing the whole fleet on each would be quadratic.)
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let wc = watcher::Config::default();
     let controller = Controller::new(Api::<DeviceIdentity>::all(client.clone()), wc.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY));
     let store = controller.store();
-    let (for_clusters, for_bundles) = (store.clone(), store.clone());
+    let for_bundles = store.clone();
     controller
         .owns(
             Api::<Secret>::all(client.clone()),
             wc.clone().labels(DEVICE_LABEL),
-        )
-        .watches(
-            Api::<MqttCluster>::all(client.clone()),
-            wc.clone(),
-            move |c: MqttCluster| match c.namespace() {
-                Some(ns) => devices_of(&for_clusters, &ns, &c.name_any()),
-                None => Vec::new(),
-            },
         )
         .watches(
             Api::<ConfigMap>::all(client),
