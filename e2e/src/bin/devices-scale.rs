@@ -231,8 +231,8 @@ async fn measure() -> Result<(), String> {
         o.operator.display()
     );
     println!(
-        "  {:<34} {:>10}   {}",
-        "figure", "measured", "target (DESIGN §10)"
+        "  {:<34} {:>10}   target (DESIGN §10)",
+        "figure", "measured"
     );
     println!(
         "  {:<34} {:>8.1} s   < {} s",
