@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 
 use e2e::manifests::{self, Manifest};
+use e2e::wait::{self, Check};
 use operator::controllers::{self, device, Context};
 use operator::render::names::{Names, FIELD_MANAGER};
 
@@ -272,6 +273,24 @@ async fn csr_mode_signs_the_device_key_and_a_wrong_cn_is_refused() {
         &["pkey", "-in", "good.key", "-pubout"],
     );
     assert_eq!(cert_pub, key_pub, "the certificate carries the CSR's key");
+
+    // Back to an operator-generated key: the (immutable-typed) Secret is replaced.
+    patch_device(
+        &client,
+        &ns,
+        "own-key",
+        serde_json::json!({"spec": {"csr": null}}),
+    )
+    .await;
+    wait::until("own-key-tls with a generated key", CONVERGE, || async {
+        match secret(&client, &ns, "own-key-tls").await {
+            Some(s) if key(&s, "tls.key").is_some() => Check::Done(s.type_),
+            other => Check::NotYet(format!("type {:?}", other.and_then(|s| s.type_))),
+        }
+    })
+    .await
+    .map(|t| assert_eq!(t.as_deref(), Some("kubernetes.io/tls")))
+    .unwrap_or_else(|e| panic!("{e}"));
 
     let bad = csr("intruder", "bad");
     apply_device(

@@ -43,7 +43,7 @@ use std::time::SystemTime;
 use crds::{DeviceIdentity, MqttCluster};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -51,7 +51,7 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
 use self::build::{build, older_holder, secret_name, ClusterFacts, Observed, DEVICE_LABEL};
-use super::apply::{apply, apply_status};
+use super::apply::{apply, apply_status, ApplyError};
 use super::{Context, Error};
 use crate::pki::OsRandomness;
 use crate::render::config_dir::CLUSTER_CA_KEY;
@@ -182,8 +182,23 @@ pub async fn reconcile(
     } = desired;
     let mut writes = 0;
     if let Some(secret) = secret {
-        writes +=
-            usize::from(apply(&Api::<Secret>::namespaced(ctx.client.clone(), &ns), &secret).await?);
+        let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+        // A Secret's type is immutable: switching between key and CSR mode replaces it.
+        let observed_type = observed.secret.as_ref().and_then(|s| s.type_.as_deref());
+        if observed_type.is_some_and(|t| Some(t) != secret.type_.as_deref()) {
+            let secret_name = secret.metadata.name.clone().unwrap_or_default();
+            secrets
+                .delete(&secret_name, &DeleteParams::default())
+                .await
+                .map_err(|source| ApplyError {
+                    verb: "delete",
+                    kind: "Secret".into(),
+                    name: secret_name,
+                    source,
+                })?;
+            writes += 1;
+        }
+        writes += usize::from(apply(&secrets, &secret).await?);
     }
     let api = Api::<DeviceIdentity>::namespaced(ctx.client.clone(), &ns);
     let status_written = apply_status(&api, &name, device.status.as_ref(), &status).await?;
