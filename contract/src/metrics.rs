@@ -263,6 +263,15 @@ pub mod operator {
         labels: &[],
     };
 
+    /// 1 while this operator replica holds the leader-election Lease (and runs the controllers).
+    pub const LEADER: Metric = Metric {
+        name: "mqtt_operator_leader",
+        kind: "gauge",
+        help:
+            "1 when this replica holds the leader-election Lease and runs the controllers, else 0.",
+        labels: &[],
+    };
+
     /// Every operator metric.
     pub const ALL: &[Metric] = &[
         RECONCILE,
@@ -274,6 +283,7 @@ pub mod operator {
         ACL_COMPILE_DURATION,
         ACL_RULES,
         ACL_PROPAGATION,
+        LEADER,
     ];
 }
 

@@ -46,7 +46,12 @@ fn operator_running(bed: &'static e2e::TestBed) {
             rt.block_on(async {
                 let client = bed.client().await.expect("operator client");
                 let listen = "127.0.0.1:0".parse().expect("address");
-                controllers::run(client, controllers::RunOptions { listen })
+                let options = controllers::RunOptions {
+                    listen,
+                    watch_namespaces: Vec::new(),
+                    leader_election: None,
+                };
+                controllers::run(client, options)
                     .await
                     .expect("operator stopped");
             });

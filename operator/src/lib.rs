@@ -4,8 +4,10 @@
 pub mod acl;
 pub mod apidoc;
 pub mod check;
+pub mod cli;
 pub mod controllers;
 pub mod crd;
+pub mod lease;
 pub mod local;
 pub mod manifest;
 pub mod monitoring;

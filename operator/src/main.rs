@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use operator::acl::explain::{self, Question, Who};
+use operator::cli::LogFormat;
 use operator::{acl, check, crd, local, manifest};
 
 #[derive(Parser)]
@@ -54,18 +55,7 @@ enum Command {
         output: RenderFormat,
     },
     /// Run the controllers (in-cluster or with the current kubeconfig), `/healthz` and `/metrics`.
-    Run {
-        /// Address of the `/healthz` and `/metrics` HTTP server (the Helm chart's flag).
-        #[arg(
-            long = "metrics-bind-address",
-            alias = "listen",
-            default_value = "0.0.0.0:8080"
-        )]
-        listen: std::net::SocketAddr,
-        /// Log format: JSON lines (the container default) or human-readable text.
-        #[arg(long, value_enum, default_value_t = LogFormat::Json)]
-        log_format: LogFormat,
-    },
+    Run(operator::cli::RunArgs),
     /// Topic ACL tools.
     Acl {
         #[command(subcommand)]
@@ -167,14 +157,6 @@ struct ExplainArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    /// One JSON object per line, with the reconcile span's kind/namespace/name.
-    Json,
-    /// Human-readable.
-    Text,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum RenderFormat {
     /// Multi-document YAML.
     Yaml,
@@ -194,7 +176,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crd { out_dir } => run_crd(out_dir),
-        Command::Run { listen, log_format } => run_operator(listen, log_format),
+        Command::Run(args) => run_operator(&args),
         Command::Check { files, output } => run_check(&files, output),
         Command::Render {
             files,
@@ -256,14 +238,32 @@ fn report(result: Result<(), (String, u8)>) -> ExitCode {
     }
 }
 
-fn run_operator(listen: std::net::SocketAddr, format: LogFormat) -> ExitCode {
+fn run_operator(args: &operator::cli::RunArgs) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
+    match args.log_format {
         LogFormat::Json => builder.json().with_current_span(true).init(),
         LogFormat::Text => builder.init(),
     }
+    let env = operator::cli::Environment {
+        pod_namespace: std::env::var("POD_NAMESPACE").ok(),
+        identity: operator::controllers::election::default_identity(
+            std::env::var("POD_NAME").ok(),
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .or_else(|| std::env::var("HOSTNAME").ok()),
+            std::process::id(),
+        ),
+    };
+    let options = match args.options(&env) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -280,8 +280,7 @@ fn run_operator(listen: std::net::SocketAddr, format: LogFormat) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        match operator::controllers::run(client, operator::controllers::RunOptions { listen }).await
-        {
+        match operator::controllers::run(client, options).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "operator stopped");

@@ -240,7 +240,7 @@ pub async fn reconcile(bridge: Arc<Bridge>, ctx: Arc<Context>) -> Result<Action,
 
 /// Runs the Bridge controller until its watch ends.
 pub async fn run(ctx: Arc<Context>) {
-    let api = Api::<Bridge>::all(ctx.client.clone());
+    let api: Api<Bridge> = ctx.watched();
     Controller::new(api, watcher::Config::default())
         .shutdown_on_signal()
         .run(

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod bridge;
 pub mod cluster;
 pub mod device;
+pub mod election;
 pub mod policy;
 pub mod telemetry;
 
@@ -75,6 +76,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per object (kind/namespace/name), for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The one namespace the controllers of this context watch (`None`: all namespaces).
+    namespace: Option<String>,
 }
 
 impl Context {
@@ -92,6 +95,27 @@ impl Context {
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            namespace: None,
+        }
+    }
+
+    /// The same context with its controllers watching only `namespace`.
+    pub fn in_namespace(client: Client, metrics: Arc<Metrics>, namespace: &str) -> Self {
+        Self {
+            namespace: Some(namespace.to_string()),
+            ..Self::new(client, metrics)
+        }
+    }
+
+    /// The Api the controllers watch `K` on: the context's namespace, or all namespaces.
+    pub fn watched<K>(&self) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match &self.namespace {
+            Some(ns) => kube::Api::namespaced(self.client.clone(), ns),
+            None => kube::Api::all(self.client.clone()),
         }
     }
 
@@ -232,6 +256,10 @@ where
 pub struct RunOptions {
     /// Address of the `/healthz` and `/metrics` server.
     pub listen: SocketAddr,
+    /// Namespaces to watch; empty: all namespaces.
+    pub watch_namespaces: Vec<String>,
+    /// Run the controllers only while holding this Lease (`None`: always).
+    pub leader_election: Option<election::LeaderElection>,
 }
 
 /// Why the operator stopped.
@@ -245,9 +273,36 @@ pub enum RunError {
         /// The IO error.
         source: std::io::Error,
     },
+    /// This replica lost the leader-election Lease while running the controllers.
+    #[error("lost leadership: {0}")]
+    LostLease(#[from] election::ElectionError),
 }
 
-/// Runs every controller and the HTTP server until one of them stops.
+/// Runs the controllers of every kind, once per watched namespace (or once for all), until one
+/// stops (on SIGTERM/Ctrl-C they all do).
+async fn controllers(client: Client, metrics: Arc<Metrics>, namespaces: &[String]) {
+    let contexts: Vec<Arc<Context>> = if namespaces.is_empty() {
+        vec![Arc::new(Context::new(client, metrics))]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| Arc::new(Context::in_namespace(client.clone(), metrics.clone(), ns)))
+            .collect()
+    };
+    let mut all: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> = Vec::new();
+    for ctx in contexts {
+        all.push(Box::pin(cluster::run(ctx.clone())));
+        all.push(Box::pin(device::run(ctx.clone())));
+        all.push(Box::pin(bridge::run(ctx.clone())));
+        all.push(Box::pin(policy::run(ctx)));
+    }
+    futures::future::select_all(all).await;
+}
+
+/// Runs the HTTP server and, while this replica leads (always, without leader election), every
+/// controller, until they stop. Until elected, `/healthz` answers and nothing is written but
+/// the Lease. Losing the Lease returns [`RunError::LostLease`] (the process should exit non-zero
+/// and be restarted, as controller-runtime does); a clean stop releases the Lease.
 pub async fn run(client: Client, options: RunOptions) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let listener = tokio::net::TcpListener::bind(options.listen)
@@ -257,13 +312,29 @@ pub async fn run(client: Client, options: RunOptions) -> Result<(), RunError> {
             source,
         })?;
     tracing::info!(addr = %options.listen, "serving /healthz and /metrics");
-    let ctx = Arc::new(Context::new(client, metrics.clone()));
+    let serve = telemetry::serve(listener, metrics.clone());
+    let work = async {
+        let Some(config) = options.leader_election.clone() else {
+            metrics.set_leader(true);
+            controllers(client, metrics.clone(), &options.watch_namespaces).await;
+            return Ok(());
+        };
+        let mut elector = election::Elector::new(client.clone(), config);
+        elector.acquire().await;
+        metrics.set_leader(true);
+        let outcome = tokio::select! {
+            () = controllers(client, metrics.clone(), &options.watch_namespaces) => {
+                elector.release().await;
+                Ok(())
+            }
+            lost = elector.keep() => Err(RunError::LostLease(lost)),
+        };
+        metrics.set_leader(false);
+        outcome
+    };
     tokio::select! {
-        r = telemetry::serve(listener, metrics) => r.map_err(|source| RunError::Listen { addr: options.listen, source }),
-        () = cluster::run(ctx.clone()) => Ok(()),
-        () = device::run(ctx.clone()) => Ok(()),
-        () = bridge::run(ctx.clone()) => Ok(()),
-        () = policy::run(ctx) => Ok(()),
+        r = serve => r.map_err(|source| RunError::Listen { addr: options.listen, source }),
+        r = work => r,
     }
 }
 

@@ -172,12 +172,12 @@ pub async fn reconcile(policy: Arc<TopicPolicy>, ctx: Arc<Context>) -> Result<Ac
 /// Runs the TopicPolicy controller until its watches end. A change of an MqttCluster (its
 /// acknowledged rule set) requeues the policies that reference it.
 pub async fn run(ctx: Arc<Context>) {
-    let api = Api::<TopicPolicy>::all(ctx.client.clone());
+    let api: Api<TopicPolicy> = ctx.watched();
     let controller = Controller::new(api, watcher::Config::default());
     let policies = controller.store();
     controller
         .watches(
-            Api::<MqttCluster>::all(ctx.client.clone()),
+            ctx.watched::<MqttCluster>(),
             watcher::Config::default(),
             move |cluster: MqttCluster| {
                 let ns = cluster.namespace();

@@ -7,7 +7,9 @@ use std::time::Instant;
 use axum::routing::get;
 use axum::Router;
 use contract::metrics::operator as names;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// The operator's Prometheus metrics.
 pub struct Metrics {
@@ -15,6 +17,7 @@ pub struct Metrics {
     reconciles: IntCounterVec,
     errors: IntCounterVec,
     duration: HistogramVec,
+    leader: IntGauge,
 }
 
 impl Default for Metrics {
@@ -46,10 +49,12 @@ impl Metrics {
             names::RECONCILE_DURATION.labels,
         )
         .expect("valid metric");
+        let leader = IntGauge::new(names::LEADER.name, names::LEADER.help).expect("valid metric");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(duration.clone()),
+            Box::new(leader.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -58,7 +63,13 @@ impl Metrics {
             reconciles,
             errors,
             duration,
+            leader,
         }
+    }
+
+    /// Sets `mqtt_operator_leader`: whether this replica leads (runs the controllers).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Counts a reconcile of `kind` and times it until the guard drops.
@@ -139,7 +150,10 @@ mod tests {
         let m = Metrics::new();
         drop(m.reconcile("MqttCluster"));
         m.error("MqttCluster", "apply");
+        assert!(m.render().contains("mqtt_operator_leader 0"));
+        m.set_leader(true);
         let text = m.render();
+        assert!(text.contains("mqtt_operator_leader 1"));
         assert!(text.contains("mqtt_operator_reconcile_total{kind=\"MqttCluster\"} 1"));
         assert!(text.contains(
             "mqtt_operator_reconcile_errors_total{category=\"apply\",kind=\"MqttCluster\"} 1"

@@ -320,19 +320,14 @@ fn device_cluster(d: DeviceIdentity) -> Option<ObjectRef<MqttCluster>> {
 
 /// Runs the MqttCluster controller until its watches end.
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
     let wc = watcher::Config::default();
-    Controller::new(Api::<MqttCluster>::all(client.clone()), wc.clone())
-        .owns(Api::<StatefulSet>::all(client.clone()), wc.clone())
-        .owns(Api::<Service>::all(client.clone()), wc.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), wc.clone())
-        .owns(Api::<Secret>::all(client.clone()), wc.clone())
-        .watches(
-            Api::<TopicPolicy>::all(client.clone()),
-            wc.clone(),
-            policy_cluster,
-        )
-        .watches(Api::<DeviceIdentity>::all(client), wc, device_cluster)
+    Controller::new(ctx.watched::<MqttCluster>(), wc.clone())
+        .owns(ctx.watched::<StatefulSet>(), wc.clone())
+        .owns(ctx.watched::<Service>(), wc.clone())
+        .owns(ctx.watched::<ConfigMap>(), wc.clone())
+        .owns(ctx.watched::<Secret>(), wc.clone())
+        .watches(ctx.watched::<TopicPolicy>(), wc.clone(), policy_cluster)
+        .watches(ctx.watched::<DeviceIdentity>(), wc, device_cluster)
         .shutdown_on_signal()
         .run(
             |obj, ctx| super::traced(KIND, obj, ctx, reconcile),

@@ -234,19 +234,18 @@ fn devices_of(
 /// cluster's identities. (Not the MqttCluster itself: its status changes with every identity,
 /// and requeueing the whole fleet on each would be quadratic.)
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
     let wc = watcher::Config::default();
-    let controller = Controller::new(Api::<DeviceIdentity>::all(client.clone()), wc.clone())
+    let controller = Controller::new(ctx.watched::<DeviceIdentity>(), wc.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY));
     let store = controller.store();
     let for_bundles = store.clone();
     controller
         .owns(
-            Api::<Secret>::all(client.clone()),
+            ctx.watched::<Secret>(),
             wc.clone().labels(DEVICE_LABEL),
         )
         .watches(
-            Api::<ConfigMap>::all(client),
+            ctx.watched::<ConfigMap>(),
             wc.labels(CLUSTER_LABEL),
             move |cm: ConfigMap| {
                 let cluster = cm.labels().get(CLUSTER_LABEL).cloned().unwrap_or_default();
