@@ -26,6 +26,7 @@ pub mod schema;
 pub mod shared;
 pub mod standin;
 pub mod tools;
+pub mod traffic;
 pub mod wait;
 
 pub use bed::{TestBed, TestBedError, TestBedOptions};
