@@ -5,10 +5,11 @@
 //! Tests use it to count one operator instance's writes and to list the (verb, resource) pairs
 //! the operator really uses.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::Client;
 
 /// One request as sent.
@@ -20,6 +21,8 @@ pub struct Sent {
     pub path: String,
     /// Query string (without `?`), possibly empty.
     pub query: String,
+    /// HTTP status of the response (`None`: no response yet, or a transport error).
+    pub status: Option<u16>,
 }
 
 /// The RBAC attributes of a resource request.
@@ -111,8 +114,21 @@ impl Log {
             .collect()
     }
 
-    fn push(&self, sent: Sent) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(sent);
+    fn push(&self, sent: Sent) -> usize {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.push(sent);
+        all.len() - 1
+    }
+
+    fn set_status(&self, index: usize, status: u16) {
+        if let Some(s) = self
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+        {
+            s.status = Some(status);
+        }
     }
 }
 
@@ -137,50 +153,55 @@ pub struct Recorded<S> {
     log: Log,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Recorded<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for Recorded<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = WithStatus<S::Future>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        self.log.push(Sent {
+        let index = self.log.push(Sent {
             method: req.method().to_string(),
             path: req.uri().path().to_string(),
             query: req.uri().query().unwrap_or_default().to_string(),
+            status: None,
         });
-        self.inner.call(req)
+        WithStatus {
+            inner: Box::pin(self.inner.call(req)),
+            log: self.log.clone(),
+            index,
+        }
     }
 }
 
-/// Building a recording client failed.
-#[derive(Debug, thiserror::Error)]
-pub enum TrafficError {
-    /// The kubeconfig could not be read or used.
-    #[error("kubeconfig {path}: {message}")]
-    Config {
-        /// The kubeconfig.
-        path: String,
-        /// What failed.
-        message: String,
-    },
+/// The response future of [`Recorded`]: records the status when the response arrives.
+pub struct WithStatus<F> {
+    inner: Pin<Box<F>>,
+    log: Log,
+    index: usize,
 }
 
-/// A client from `kubeconfig` that records every request into the returned [`Log`].
-pub async fn recording_client(kubeconfig: &std::path::Path) -> Result<(Client, Log), TrafficError> {
-    let err = |message: String| TrafficError::Config {
-        path: kubeconfig.display().to_string(),
-        message,
-    };
-    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| err(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    recording_client_from(config).map_err(err)
+impl<F, RB, E> Future for WithStatus<F>
+where
+    F: Future<Output = Result<http::Response<RB>, E>>,
+{
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match this.inner.as_mut().poll(cx) {
+            Poll::Ready(result) => {
+                if let Ok(response) = &result {
+                    this.log.set_status(this.index, response.status().as_u16());
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// A client from `config` that records every request into the returned [`Log`].
@@ -203,6 +224,7 @@ mod tests {
             method: method.into(),
             path: path.into(),
             query: query.into(),
+            status: None,
         }
     }
 
