@@ -206,6 +206,70 @@ where
     result
 }
 
+/// A watched object as the controllers receive it: decoded, or the error and metadata of an
+/// object that does not decode (e.g. an int32 field above 2^31, which the API server accepts).
+/// Watching through this guard keeps one malformed object from failing the list for all others.
+pub type Guarded<K> = kube::core::DeserializeGuard<K>;
+
+/// The decoded object, if it decoded (for `watches` mappers).
+pub fn decoded<K>(guarded: Guarded<K>) -> Option<K> {
+    guarded.0.ok()
+}
+
+/// The same reference for the guarded kind (for `watches` mappers).
+pub fn guarded_ref<K>(
+    r: kube::runtime::reflector::ObjectRef<K>,
+) -> kube::runtime::reflector::ObjectRef<Guarded<K>>
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    let named = kube::runtime::reflector::ObjectRef::new(&r.name);
+    match &r.namespace {
+        Some(ns) => named.within(ns),
+        None => named,
+    }
+}
+
+/// [`traced`] for a guarded object: a decoded object is reconciled by `reconcile`; an object
+/// that does not decode gets a Warning Event `Undecodable` naming the error (best effort) and
+/// waits for a change.
+pub async fn traced_guarded<K, Fut>(
+    kind: &'static str,
+    obj: Arc<Guarded<K>>,
+    ctx: Arc<Context>,
+    reconcile: impl FnOnce(Arc<K>, Arc<Context>) -> Fut,
+) -> Result<Action, Error>
+where
+    K: kube::Resource<DynamicType = ()> + Clone,
+    Fut: std::future::Future<Output = Result<Action, Error>>,
+{
+    match &obj.0 {
+        Ok(k) => traced(kind, Arc::new(k.clone()), ctx, reconcile).await,
+        Err(invalid) => {
+            let m = &invalid.metadata;
+            tracing::warn!(
+                kind,
+                namespace = m.namespace.as_deref().unwrap_or_default(),
+                name = m.name.as_deref().unwrap_or_default(),
+                error = %invalid.error,
+                "object does not decode; skipped until it changes"
+            );
+            let reference = ObjectReference {
+                api_version: Some(K::api_version(&()).into_owned()),
+                kind: Some(K::kind(&()).into_owned()),
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                uid: m.uid.clone(),
+                resource_version: m.resource_version.clone(),
+                ..ObjectReference::default()
+            };
+            ctx.warn(&reference, "Undecodable", invalid.error.clone())
+                .await;
+            Ok(Action::await_change())
+        }
+    }
+}
+
 /// [`error_policy`] for an object, as the controllers' error callback.
 pub fn on_error<K: kube::ResourceExt>(
     kind: &'static str,

@@ -172,27 +172,33 @@ pub async fn reconcile(policy: Arc<TopicPolicy>, ctx: Arc<Context>) -> Result<Ac
 /// Runs the TopicPolicy controller until its watches end. A change of an MqttCluster (its
 /// acknowledged rule set) requeues the policies that reference it.
 pub async fn run(ctx: Arc<Context>) {
-    let api: Api<TopicPolicy> = ctx.watched();
+    let api: Api<super::Guarded<TopicPolicy>> = ctx.watched();
     let controller = Controller::new(api, watcher::Config::default());
     let policies = controller.store();
     controller
         .watches(
-            ctx.watched::<MqttCluster>(),
+            ctx.watched::<super::Guarded<MqttCluster>>(),
             watcher::Config::default(),
-            move |cluster: MqttCluster| {
+            move |cluster| {
+                let Some(cluster) = super::decoded(cluster) else {
+                    return Vec::new();
+                };
                 let ns = cluster.namespace();
                 let name = cluster.name_any();
                 policies
                     .state()
                     .into_iter()
-                    .filter(|p| p.namespace() == ns && p.spec.cluster_ref.name == name)
+                    .filter(|p| {
+                        p.0.as_ref()
+                            .is_ok_and(|p| p.namespace() == ns && p.spec.cluster_ref.name == name)
+                    })
                     .map(|p| ObjectRef::from_obj(p.as_ref()))
                     .collect::<Vec<_>>()
             },
         )
         .shutdown_on_signal()
         .run(
-            |obj, ctx| super::traced(KIND, obj, ctx, reconcile),
+            |obj, ctx| super::traced_guarded(KIND, obj, ctx, reconcile),
             |obj, err, ctx| super::on_error(KIND, obj.as_ref(), err, &ctx),
             ctx,
         )

@@ -22,7 +22,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use self::build::{build, Desired, Observed};
 use super::apply::{apply, apply_dynamic, apply_status};
-use super::{Context, Error};
+use super::{Context, Error, Guarded};
 use crate::pki::OsRandomness;
 use crate::render::cluster::PdbApi;
 use crate::render::names::Names;
@@ -321,16 +321,24 @@ fn device_cluster(d: DeviceIdentity) -> Option<ObjectRef<MqttCluster>> {
 /// Runs the MqttCluster controller until its watches end.
 pub async fn run(ctx: Arc<Context>) {
     let wc = watcher::Config::default();
-    Controller::new(ctx.watched::<MqttCluster>(), wc.clone())
+    Controller::new(ctx.watched::<Guarded<MqttCluster>>(), wc.clone())
         .owns(ctx.watched::<StatefulSet>(), wc.clone())
         .owns(ctx.watched::<Service>(), wc.clone())
         .owns(ctx.watched::<ConfigMap>(), wc.clone())
         .owns(ctx.watched::<Secret>(), wc.clone())
-        .watches(ctx.watched::<TopicPolicy>(), wc.clone(), policy_cluster)
-        .watches(ctx.watched::<DeviceIdentity>(), wc, device_cluster)
+        .watches(ctx.watched::<Guarded<TopicPolicy>>(), wc.clone(), |p| {
+            super::decoded(p)
+                .and_then(policy_cluster)
+                .map(super::guarded_ref)
+        })
+        .watches(ctx.watched::<Guarded<DeviceIdentity>>(), wc, |d| {
+            super::decoded(d)
+                .and_then(device_cluster)
+                .map(super::guarded_ref)
+        })
         .shutdown_on_signal()
         .run(
-            |obj, ctx| super::traced(KIND, obj, ctx, reconcile),
+            |obj, ctx| super::traced_guarded(KIND, obj, ctx, reconcile),
             |obj, err, ctx| super::on_error(KIND, obj.as_ref(), err, &ctx),
             ctx,
         )

@@ -73,7 +73,7 @@ async fn dereference(
     ctx: &Context,
     device: &DeviceIdentity,
     ns: &str,
-    peers: Option<&Store<DeviceIdentity>>,
+    peers: Option<&Store<super::Guarded<DeviceIdentity>>>,
 ) -> Result<Observed, Error> {
     let client = &ctx.client;
     let cluster_name = &device.spec.cluster_ref.name;
@@ -124,7 +124,10 @@ async fn dereference(
         .await
         .map_err(read(format!("Secret {}", secret_name(device))))?;
     let older = match peers {
-        Some(store) => older_holder(device, store.state().iter().map(AsRef::as_ref)),
+        Some(store) => {
+            let state = store.state();
+            older_holder(device, state.iter().filter_map(|g| g.0.as_ref().ok()))
+        }
         None => {
             let list = Api::<DeviceIdentity>::namespaced(client.clone(), ns)
                 .list(&ListParams::default())
@@ -163,7 +166,7 @@ async fn publish(ctx: &Context, device: &DeviceIdentity, note: &status::Note) {
 pub async fn reconcile(
     device: Arc<DeviceIdentity>,
     ctx: Arc<Context>,
-    peers: Option<Store<DeviceIdentity>>,
+    peers: Option<Store<super::Guarded<DeviceIdentity>>>,
 ) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile(KIND);
     let ns = device.namespace().ok_or(Error::MissingKey("namespace"))?;
@@ -216,15 +219,19 @@ pub async fn reconcile(
 
 /// The identities of the cluster named `cluster` in `ns`, from the controller's cache.
 fn devices_of(
-    store: &Store<DeviceIdentity>,
+    store: &Store<super::Guarded<DeviceIdentity>>,
     ns: &str,
     cluster: &str,
-) -> Vec<ObjectRef<DeviceIdentity>> {
+) -> Vec<ObjectRef<super::Guarded<DeviceIdentity>>> {
     store
         .state()
         .iter()
-        .filter(|d| d.namespace().as_deref() == Some(ns) && d.spec.cluster_ref.name == cluster)
-        .map(|d| ObjectRef::from_obj(d.as_ref()))
+        .filter(|g| {
+            g.0.as_ref().is_ok_and(|d| {
+                d.namespace().as_deref() == Some(ns) && d.spec.cluster_ref.name == cluster
+            })
+        })
+        .map(|g| ObjectRef::from_obj(g.as_ref()))
         .collect()
 }
 
@@ -235,7 +242,7 @@ fn devices_of(
 /// and requeueing the whole fleet on each would be quadratic.)
 pub async fn run(ctx: Arc<Context>) {
     let wc = watcher::Config::default();
-    let controller = Controller::new(ctx.watched::<DeviceIdentity>(), wc.clone())
+    let controller = Controller::new(ctx.watched::<super::Guarded<DeviceIdentity>>(), wc.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY));
     let store = controller.store();
     let for_bundles = store.clone();
@@ -261,7 +268,7 @@ pub async fn run(ctx: Arc<Context>) {
         .run(
             move |obj, ctx| {
                 let peers = store.clone();
-                super::traced(KIND, obj, ctx, move |o, c| reconcile(o, c, Some(peers)))
+                super::traced_guarded(KIND, obj, ctx, move |o, c| reconcile(o, c, Some(peers)))
             },
             |obj, err, ctx| super::on_error(KIND, obj.as_ref(), err, &ctx),
             ctx,
