@@ -46,6 +46,8 @@ async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
 struct Instance {
     identity: String,
     log: Log,
+    /// How `controllers::run` ended, once it has.
+    ended: std::sync::Arc<std::sync::Mutex<Option<Result<(), String>>>>,
     addr: SocketAddr,
     /// Dropping it (or sending) shuts the instance's runtime down.
     stop: Option<mpsc::Sender<()>>,
@@ -87,7 +89,8 @@ impl Instance {
         };
         let (stop, stopped) = mpsc::channel::<()>();
         let (log_tx, log_rx) = mpsc::channel::<Log>();
-        let name = identity.to_string();
+        let ended = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let ended_in_thread = ended.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -100,9 +103,10 @@ impl Instance {
             };
             log_tx.send(log).expect("send log");
             rt.spawn(async move {
-                if let Err(e) = controllers::run(client, options).await {
-                    eprintln!("operator {name} stopped: {e}");
-                }
+                let result = controllers::run(client, options)
+                    .await
+                    .map_err(|e| e.to_string());
+                *ended_in_thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
             });
             // Until told to stop, or until the Instance is dropped.
             let _ = stopped.recv();
@@ -114,6 +118,7 @@ impl Instance {
         Self {
             identity: identity.to_string(),
             log,
+            ended,
             addr,
             stop: Some(stop),
             thread: Some(thread),
@@ -184,6 +189,27 @@ impl Instance {
         .await
         .expect("leader metric");
     }
+}
+
+/// Waits until the instance's `controllers::run` returned; returns how it ended.
+async fn wait_ended(instance: &Instance, timeout: Duration) -> Result<(), String> {
+    wait::until(
+        &format!("{} to stop", instance.identity),
+        timeout,
+        || async {
+            match instance
+                .ended
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                Some(r) => Check::Done(r),
+                None => Check::NotYet("still running".into()),
+            }
+        },
+    )
+    .await
+    .expect("instance stopped")
 }
 
 /// The bed's admin client configuration.
@@ -344,6 +370,45 @@ async fn exactly_one_instance_writes_and_the_standby_takes_over() {
     assert!(
         b.object_writes().len() > before,
         "the new leader wrote the change"
+    );
+}
+
+#[tokio::test]
+async fn a_leader_that_loses_the_lease_stops_with_an_error() {
+    let Some(bed) = e2e::shared() else { return };
+    let _serial = serial().await;
+    let client = bed.client().await.expect("client");
+    let ns = bed.namespace("lost").await.expect("namespace");
+    let a = Instance::start(admin_config(bed).await, "op-a", &[&ns], Some(&ns));
+    wait_holder(&client, &ns, "op-a", Duration::from_secs(30)).await;
+    a.wait_leader_metric(1).await;
+
+    // Someone else (e.g. a replica that saw the Lease expire during a network partition)
+    // writes itself in as the holder, with a fresh renewal.
+    let leases = Api::<Lease>::namespaced(client.clone(), &ns);
+    leases
+        .patch(
+            LEASE_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {
+                "holderIdentity": "intruder",
+                "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                    k8s_openapi::jiff::Timestamp::now()
+                ),
+            }})),
+        )
+        .await
+        .expect("steal the Lease");
+    let result = wait_ended(&a, RETRY_PERIOD * 2 + Duration::from_secs(10)).await;
+    let error = result.expect_err("run() must fail when leadership is lost");
+    assert!(
+        error.contains("lost leadership") && error.contains("intruder"),
+        "{error}"
+    );
+    assert_eq!(
+        holder(&client, &ns).await.as_deref(),
+        Some("intruder"),
+        "the stopped leader did not write the Lease back"
     );
 }
 
