@@ -996,3 +996,105 @@ async fn an_undecodable_object_does_not_stall_the_others() {
     .await
     .expect("Undecodable Event");
 }
+
+/// The `mqtt-operator` binary of this build (built on demand, like `operator/tests/local_up.rs`
+/// builds the broker): next to the test executable's `deps/` directory.
+fn operator_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target profile directory");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(&cargo)
+        .args(["build", "-p", "operator", "--bin", "mqtt-operator"])
+        .current_dir(e2e::bed::repo_root())
+        .status()
+        .expect("run cargo build -p operator");
+    assert!(status.success(), "cargo build -p operator failed");
+    dir.join("mqtt-operator")
+}
+
+/// `mqtt-operator run --leader-elect ...` as the chart runs it, as a real process.
+fn spawn_operator(
+    bed: &e2e::TestBed,
+    binary: &std::path::Path,
+    ns: &str,
+    port: u16,
+) -> e2e::process::ManagedProcess {
+    let mut command = std::process::Command::new(binary);
+    command
+        .args([
+            "run".to_string(),
+            format!("--metrics-bind-address=127.0.0.1:{port}"),
+            "--log-format=text".to_string(),
+            "--leader-elect".to_string(),
+            format!("--lease-name={LEASE_NAME}"),
+            format!("--lease-namespace={ns}"),
+            "--lease-duration-seconds=6".to_string(),
+            format!("--watch-namespaces={ns}"),
+        ])
+        .env("KUBECONFIG", bed.kubeconfig_path())
+        .env("POD_NAME", "op-process")
+        .env("POD_NAMESPACE", ns)
+        .env("RUST_LOG", "info");
+    bed.spawn("mqtt-operator", command)
+        .expect("spawn mqtt-operator")
+}
+
+async fn wait_exit(p: &e2e::process::ManagedProcess, timeout: Duration) -> String {
+    wait::until("mqtt-operator to exit", timeout, || async {
+        match p.exited() {
+            Some(status) => Check::Done(status),
+            None => Check::NotYet("running".into()),
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", p.log_tail(30)))
+}
+
+#[tokio::test]
+async fn the_binary_releases_on_sigterm_and_exits_non_zero_when_the_lease_is_lost() {
+    let Some(bed) = e2e::shared() else { return };
+    let _serial = serial().await;
+    let binary = operator_binary();
+    let client = bed.client().await.expect("client");
+    let ns = bed.namespace("process").await.expect("namespace");
+
+    let p = spawn_operator(bed, &binary, &ns, free_port().port());
+    wait_holder(&client, &ns, "op-process", Duration::from_secs(30)).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(p.pid()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = wait_exit(&p, Duration::from_secs(20)).await;
+    assert_eq!(status, "exit status: 0", "{}", p.log_tail(30));
+    assert_eq!(holder(&client, &ns).await, None, "released on SIGTERM");
+
+    let p = spawn_operator(bed, &binary, &ns, free_port().port());
+    wait_holder(&client, &ns, "op-process", Duration::from_secs(30)).await;
+    Api::<Lease>::namespaced(client.clone(), &ns)
+        .patch(
+            LEASE_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {
+                "holderIdentity": "intruder",
+                "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+                    k8s_openapi::jiff::Timestamp::now()
+                ),
+            }})),
+        )
+        .await
+        .expect("steal the Lease");
+    let status = wait_exit(&p, Duration::from_secs(20)).await;
+    assert_ne!(
+        status, "exit status: 0",
+        "losing the Lease exits non-zero so the Deployment restarts the Pod"
+    );
+    assert!(
+        p.log_tail(30).contains("lost leadership"),
+        "{}",
+        p.log_tail(30)
+    );
+}
