@@ -201,7 +201,12 @@ impl Elector {
     pub async fn acquire(&mut self) {
         let mut following: Option<String> = None;
         loop {
-            match self.attempt().await {
+            let attempt = tokio::time::timeout(self.config.renew_deadline, self.attempt()).await;
+            let attempt = match attempt {
+                Ok(a) => a.map_err(|e| e.to_string()),
+                Err(_) => Err("Lease request timed out".to_string()),
+            };
+            match attempt {
                 Ok(Attempt::Held) => {
                     tracing::info!(lease = %self.lease_key(), identity = %self.config.identity, "became the leader");
                     return;
