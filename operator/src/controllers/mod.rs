@@ -326,6 +326,17 @@ pub struct RunOptions {
     pub leader_election: Option<election::LeaderElection>,
 }
 
+impl RunOptions {
+    /// Every namespace, no leader election (one replica, or tests), serving on `listen`.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            watch_namespaces: Vec::new(),
+            leader_election: None,
+        }
+    }
+}
+
 /// Why the operator stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
