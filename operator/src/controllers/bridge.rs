@@ -240,11 +240,11 @@ pub async fn reconcile(bridge: Arc<Bridge>, ctx: Arc<Context>) -> Result<Action,
 
 /// Runs the Bridge controller until its watch ends.
 pub async fn run(ctx: Arc<Context>) {
-    let api: Api<Bridge> = ctx.watched();
+    let api: Api<super::Guarded<Bridge>> = ctx.watched();
     Controller::new(api, watcher::Config::default())
         .shutdown_on_signal()
         .run(
-            |obj, ctx| super::traced(KIND, obj, ctx, reconcile),
+            |obj, ctx| super::traced_guarded(KIND, obj, ctx, reconcile),
             |obj, err, ctx| super::on_error(KIND, obj.as_ref(), err, &ctx),
             ctx,
         )
