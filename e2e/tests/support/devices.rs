@@ -44,7 +44,7 @@ pub fn operator_running(bed: &'static e2e::TestBed) {
             rt.block_on(async {
                 let client = bed.client().await.expect("operator client");
                 let listen = "127.0.0.1:0".parse().expect("address");
-                controllers::run(client, controllers::RunOptions { listen })
+                controllers::run(client, controllers::RunOptions::new(listen))
                     .await
                     .expect("operator stopped");
             });

@@ -247,10 +247,7 @@ pub async fn run(ctx: Arc<Context>) {
     let store = controller.store();
     let for_bundles = store.clone();
     controller
-        .owns(
-            ctx.watched::<Secret>(),
-            wc.clone().labels(DEVICE_LABEL),
-        )
+        .owns(ctx.watched::<Secret>(), wc.clone().labels(DEVICE_LABEL))
         .watches(
             ctx.watched::<ConfigMap>(),
             wc.labels(CLUSTER_LABEL),
