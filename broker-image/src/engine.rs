@@ -124,8 +124,13 @@ impl Engine {
         live: Arc<Live>,
     ) -> Result<Arc<Engine>, EngineError> {
         let ip = bind_ip(&config)?;
+        // rmqtt's "busy" check refuses every CONNECT (ServerUnavailable) while the *host's*
+        // 1-minute CPU load is above 90 %: in a pod that is the node's load, not ours, and on a
+        // small shared machine it refuses clients at random. Admission is `maxConnections` and
+        // the pod's CPU limits instead.
         let mut builder = ServerContext::new()
             .node_id(config.node.id)
+            .busy_check_enable(false)
             .mqtt_max_sessions(config.limits.max_connections as isize);
         // A single node runs without the raft plugin: rmqtt's raft bootstrap needs at least one
         // peer to probe (it panics on an empty peer list).

@@ -170,9 +170,12 @@ impl Mqtt {
     }
 }
 
+/// How long a forged publish may trail its marker (different topics are not ordered).
+const FORGED_GRACE_MS: u64 = 1000;
+
 /// Publishes `forged` (sensor-02's topic) then a marker on sensor-01's own topic from every
-/// publisher; true when the forged publishes arrive before every marker (allowed), false when
-/// the markers arrive without them (refused). Publishes on one connection arrive in order.
+/// publisher; true when the forged publishes arrive (allowed: with the marker or at most
+/// [`FORGED_GRACE_MS`] after it), false when the markers arrive without them (refused).
 async fn forged_delivered(sub: &mut Mqtt, publishers: &[Mqtt], round: usize) -> bool {
     let mut seen = Vec::new();
     let mut delivered = 0;
@@ -188,7 +191,13 @@ async fn forged_delivered(sub: &mut Mqtt, publishers: &[Mqtt], round: usize) -> 
                 .await,
             "marker from node {n} not delivered"
         );
-        delivered += usize::from(seen.contains(&forged));
+        // MQTT orders messages per topic only: forwarded between nodes, an allowed forged
+        // publish may arrive just after the marker of another topic. Give it a short grace.
+        let arrived = seen.contains(&forged)
+            || sub
+                .receive(&forged, Duration::from_millis(FORGED_GRACE_MS), &mut seen)
+                .await;
+        delivered += usize::from(arrived);
     }
     assert!(
         delivered == 0 || delivered == publishers.len(),
