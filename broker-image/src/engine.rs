@@ -106,6 +106,25 @@ pub fn cluster_plugin_toml(config: &BrokerConfig) -> String {
     )
 }
 
+/// The voter set size from the raft plugin's attributes (`raft_status.peers`, keyed by id; this
+/// node counted whether or not it lists itself). `None` when the status is absent.
+pub fn voters_from_attrs(attrs: &serde_json::Value, own_id: u64) -> Option<u64> {
+    let peers = attrs.get("raft_status")?.get("peers")?.as_object()?;
+    let mut ids: std::collections::BTreeSet<u64> =
+        peers.keys().filter_map(|k| k.parse().ok()).collect();
+    ids.insert(own_id);
+    u64::try_from(ids.len()).ok()
+}
+
+async fn raft_voters(scx: &ServerContext, own_id: u64) -> Option<u64> {
+    let info = {
+        let entry = scx.plugins.get(PLUGIN_CLUSTER)?;
+        entry.to_info(PLUGIN_CLUSTER).await.ok()?
+    };
+    let attrs: serde_json::Value = serde_json::from_slice(&info.attrs).ok()?;
+    voters_from_attrs(&attrs, own_id)
+}
+
 fn bind_ip(config: &BrokerConfig) -> Result<IpAddr, EngineError> {
     config
         .listeners
@@ -179,6 +198,28 @@ impl Engine {
                 })?;
         }
         if clustered {
+            // A node that led before its restart is still named leader by its peers until they
+            // elect another one; joining then means joining itself, which fails (exit 255).
+            let others: Vec<String> = config
+                .cluster
+                .peers
+                .iter()
+                .filter(|p| p.id != config.node.id)
+                .map(|p| format!("{}:{}", p.host, config.cluster.ports_of(p.id).0))
+                .collect();
+            let waited = crate::raft_admin::wait_until_not_named_leader(
+                config.node.id,
+                &others,
+                Duration::from_millis(500),
+                Duration::from_secs(15),
+            )
+            .await;
+            if waited >= Duration::from_millis(500) {
+                log::info!(
+                    "waited {} ms for the peers to elect another raft leader",
+                    waited.as_millis()
+                );
+            }
             rmqtt_cluster_raft::register_named(&scx, PLUGIN_CLUSTER, true, true)
                 .await
                 .map_err(|source| EngineError::Plugin {
@@ -371,11 +412,33 @@ impl Engine {
         kicked
     }
 
+    /// Raft addresses (`host:raftPort`) of every configured peer, this node first.
+    pub fn raft_addresses(&self) -> Vec<String> {
+        let own = self.config.node.id;
+        let mut peers: Vec<_> = self.config.cluster.peers.iter().collect();
+        peers.sort_by_key(|p| (p.id != own, p.id));
+        peers
+            .into_iter()
+            .map(|p| format!("{}:{}", p.host, self.config.cluster.ports_of(p.id).0))
+            .collect()
+    }
+
+    /// This node's raft id.
+    pub fn node_id(&self) -> u64 {
+        self.config.node.id
+    }
+
+    /// Whether the node runs the raft plugin (more than one configured peer).
+    pub fn clustered(&self) -> bool {
+        self.config.cluster.peers.len() > 1
+    }
+
     /// Polls raft health into `live` until the process ends: the leader id this node sees, and
     /// how many voters are up (this node plus peers whose inter-node port accepts connections;
     /// rmqtt 0.24's cluster-wide health call does not answer reliably, see README).
     pub fn spawn_raft_probe(self: &Arc<Self>, live: Arc<Live>) {
         let engine = self.clone();
+        let own_id = self.config.node.id;
         let peers: Vec<(String, u16)> = self
             .config
             .cluster
@@ -384,6 +447,10 @@ impl Engine {
             .filter(|p| p.id != self.config.node.id)
             .map(|p| (p.host.clone(), self.config.cluster.ports_of(p.id).1))
             .collect();
+        if peers.is_empty() {
+            // Standalone: one voter, no raft plugin to ask.
+            live.raft_voters.store(1, Ordering::Relaxed);
+        }
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
@@ -402,7 +469,24 @@ impl Engine {
                     }
                 }
                 live.raft_peers_up.store(up, Ordering::Relaxed);
+                if let Some(voters) = raft_voters(&engine.scx, own_id).await {
+                    live.raft_voters.store(voters, Ordering::Relaxed);
+                }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_are_the_status_peers_plus_this_node() {
+        let attrs = serde_json::json!({"raft_status": {"peers": {"1": null, "2": {}, "3": {}}}});
+        assert_eq!(voters_from_attrs(&attrs, 1), Some(3));
+        assert_eq!(voters_from_attrs(&attrs, 4), Some(4));
+        let without = serde_json::json!({"raft_status": null});
+        assert_eq!(voters_from_attrs(&without, 1), None);
     }
 }

@@ -1,5 +1,6 @@
 //! The node's HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, and the authenticated push
-//! endpoints `PUT /v1/acl`, `PUT /v1/revoked`, `PUT /v1/trust`, `PUT /v1/bridges` (bearer token from `push-token`).
+//! endpoints `PUT /v1/acl`, `PUT /v1/revoked`, `PUT /v1/trust`, `PUT /v1/bridges` and
+//! `POST /v1/raft/remove` (bearer token from `push-token`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -42,6 +43,7 @@ pub async fn serve(addr: SocketAddr, state: Arc<HttpState>) -> std::io::Result<(
         .route("/v1/revoked", put(push_revoked))
         .route("/v1/trust", put(push_trust))
         .route("/v1/bridges", put(push_bridges))
+        .route("/v1/raft/remove", post(raft_remove))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
@@ -82,6 +84,8 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
         "trustRevision": live.trust().revision,
         "bridgesRevision": s.bridges.revision(),
         "bridges": s.bridges.status(),
+        "raftLeader": live.raft_leader.load(std::sync::atomic::Ordering::Relaxed),
+        "raftVoters": live.raft_voters.load(std::sync::atomic::Ordering::Relaxed),
     });
     let code = if live.ready() {
         StatusCode::OK
@@ -112,13 +116,56 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "missing or wrong bearer token"})),
+    )
+        .into_response()
+}
+
+/// `POST /v1/raft/remove` `{"id": N}`: removes raft voter N (a departing pod) through the
+/// current leader. Idempotent: removing an absent member answers 200 too.
+async fn raft_remove(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&headers, &s.token) {
+        return unauthorized();
+    }
+    let bad = |message: String| (StatusCode::BAD_REQUEST, Json(json!({"error": message})));
+    let id = match serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("id")?.as_u64())
+    {
+        Some(id) if id > 0 => id,
+        _ => return bad("body must be {\"id\": <raft id > 0>}".into()).into_response(),
+    };
+    if !s.engine.clustered() {
+        return bad("this node runs without raft (single node)".into()).into_response();
+    }
+    if id == s.engine.node_id() {
+        return bad(format!("node {id} cannot remove itself")).into_response();
+    }
+    let candidates = s.engine.raft_addresses();
+    match crate::raft_admin::remove_member(
+        id,
+        crate::raft_admin::RemoveNodeType::Normal,
+        &candidates,
+        std::time::Duration::from_secs(3),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    {
+        Ok(()) => (StatusCode::OK, Json(json!({"removed": id}))).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
 async fn push(s: &HttpState, headers: &HeaderMap, part: Part, body: &[u8]) -> Response {
     if !authorized(headers, &s.token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "missing or wrong bearer token"})),
-        )
-            .into_response();
+        return unauthorized();
     }
     match s.reloader.apply(part, body, Source::Push).await {
         Ok(revision) => (StatusCode::OK, Json(json!({"revision": revision}))).into_response(),

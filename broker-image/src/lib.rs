@@ -11,6 +11,7 @@ pub mod engine;
 pub mod http;
 pub mod live;
 pub mod metrics;
+pub mod raft_admin;
 pub mod reload;
 pub mod run;
 pub mod shared_subscription;

@@ -72,6 +72,8 @@ pub struct Live {
     pub raft_leader: AtomicU64,
     /// Raft voters (this node included) reporting healthy at the last probe.
     pub raft_peers_up: AtomicU64,
+    /// Raft voter set size as this node's raft sees it (this node included; 0 = unknown).
+    pub raft_voters: AtomicU64,
 }
 
 impl Live {
@@ -86,6 +88,7 @@ impl Live {
             cluster_joined: AtomicBool::new(false),
             raft_leader: AtomicU64::new(0),
             raft_peers_up: AtomicU64::new(0),
+            raft_voters: AtomicU64::new(0),
         }
     }
 

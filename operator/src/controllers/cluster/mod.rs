@@ -3,6 +3,7 @@
 pub mod acknowledge;
 pub mod build;
 pub mod push;
+pub mod scale;
 pub mod status;
 
 use std::sync::Arc;
@@ -143,8 +144,14 @@ fn dynamic_api(client: &Client, ns: &str, value: &serde_json::Value) -> Api<Dyna
 }
 
 /// Applies every child, Secrets and ConfigMaps before the StatefulSet that mounts them.
-/// Returns how many writes were made.
-async fn apply_all(client: &Client, ns: &str, desired: Desired) -> Result<usize, Error> {
+/// Returns how many writes were made. The StatefulSet is left as it is unless
+/// `apply_stateful_set` (a scale-down waiting for the raft voter set, see [`scale`]).
+async fn apply_all(
+    client: &Client,
+    ns: &str,
+    desired: Desired,
+    apply_stateful_set: bool,
+) -> Result<usize, Error> {
     let Desired {
         cluster_ca_secret,
         clients_ca_secret,
@@ -181,13 +188,15 @@ async fn apply_all(client: &Client, ns: &str, desired: Desired) -> Result<usize,
     for s in [headless_service, client_service] {
         writes += usize::from(apply(&services, &s).await?);
     }
-    writes += usize::from(
-        apply(
-            &Api::<StatefulSet>::namespaced(client.clone(), ns),
-            &stateful_set,
-        )
-        .await?,
-    );
+    if apply_stateful_set {
+        writes += usize::from(
+            apply(
+                &Api::<StatefulSet>::namespaced(client.clone(), ns),
+                &stateful_set,
+            )
+            .await?,
+        );
+    }
     for value in std::iter::once(pod_disruption_budget)
         .chain(monitoring)
         .chain(dashboard)
@@ -238,13 +247,41 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
     let desired = build(&cluster, &observed, &mut OsRandomness, SystemTime::now())?;
     let summary = desired.summary.clone();
     let payloads = push::Payloads::from_desired(&desired);
-    let writes = apply_all(&ctx.client, &ns, desired).await?;
+    let names = Names::new(&name);
+    let sts_api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns);
+
+    // scale-down: the raft voter set shrinks before the StatefulSet does
+    let running = sts_api
+        .get_opt(&names.core())
+        .await
+        .map_err(read("StatefulSet"))?
+        .and_then(|s| s.spec)
+        .and_then(|s| s.replicas);
+    let mut nodes = None;
+    let mut scale_step = scale::ScaleStep::Apply;
+    if running.is_some_and(|r| r > cluster.spec.core.replicas) {
+        let found = push::core_nodes(&ctx.client, &ns, &names)
+            .await
+            .map_err(read("core Pods"))?;
+        scale_step = scale::guard(
+            running,
+            cluster.spec.core.replicas,
+            &found,
+            &names,
+            &payloads.token,
+        )
+        .await;
+        nodes = Some(found);
+    }
+    let writes = apply_all(&ctx.client, &ns, desired, scale_step.may_apply()).await?;
 
     // push the hot-reloadable parts to the running core nodes
-    let names = Names::new(&name);
-    let nodes = push::core_nodes(&ctx.client, &ns, &names)
-        .await
-        .map_err(read("core Pods"))?;
+    let nodes = match nodes {
+        Some(n) => n,
+        None => push::core_nodes(&ctx.client, &ns, &names)
+            .await
+            .map_err(read("core Pods"))?,
+    };
     let reports = push::sync_nodes(&nodes, &payloads, &push::PushOptions::default()).await;
     let desired_nodes: Vec<String> = (0..cluster.spec.core.replicas)
         .map(|n| names.pod(n))
@@ -256,15 +293,16 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
     };
 
     // update status
-    let sts = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&Names::new(&name).core())
+    let sts = sts_api
+        .get_opt(&names.core())
         .await
         .map_err(read("StatefulSet"))?;
     let ready = sts
         .and_then(|s| s.status)
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let status = status::applied(&cluster, &summary, ready, &acl_push, now());
+    let mut status = status::applied(&cluster, &summary, ready, &acl_push, now());
+    scale::mark_scaling_down(&mut status, &scale_step, cluster.metadata.generation, now());
     let status_written = apply_status(&api, &name, cluster.status.as_ref(), &status).await?;
     for (id, holders) in &summary.duplicate_device_ids {
         tracing::warn!(device_id = %id, holders = ?holders, "deviceId claimed twice");
@@ -276,6 +314,9 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
         "reconciled"
     );
     let mut next = requeue_after(&summary, SystemTime::now());
+    if !scale_step.may_apply() {
+        next = next.min(scale::SCALE_DOWN_RETRY);
+    }
     if !acl_push.ack.complete && !nodes.is_empty() {
         // Pods that run but lag: look again soon, backing off while it lasts. Pods not yet
         // running bring the cluster back through the StatefulSet watch.

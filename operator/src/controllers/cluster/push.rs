@@ -227,13 +227,15 @@ impl Payloads {
 fn method_name(m: &Method) -> &'static str {
     if m == Method::PUT {
         "PUT"
+    } else if m == Method::POST {
+        "POST"
     } else {
         "GET"
     }
 }
 
 /// One HTTP/1.1 exchange on a fresh connection, bounded by `timeout`: (status, body).
-async fn exchange(
+pub(super) async fn exchange(
     addr: SocketAddr,
     method: Method,
     path: &'static str,
