@@ -711,6 +711,89 @@ impl Traffic {
     }
 }
 
+/// `GET /readyz` on a pod's HTTP port (HTTP/1.0, bounded by 3 s): the JSON body.
+async fn readyz(ip: &str) -> Option<serde_json::Value> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = u16::try_from(operator::render::names::HTTP_PORT).ok()?;
+    let work = async {
+        let mut s = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
+        s.write_all(format!("GET /readyz HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf);
+        serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+    };
+    tokio::time::timeout(Duration::from_secs(3), work)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// What [`sample_shrink_order`] saw.
+struct ShrinkOrder {
+    samples: usize,
+    /// Samples with the StatefulSet still at 5 replicas and pod 0 already at 3 voters.
+    held: usize,
+    /// Samples with the StatefulSet below 5 replicas while pod 0 still reported more than 3.
+    violations: Vec<(i32, u64)>,
+}
+
+/// Samples every 200 ms, until stopped: the StatefulSet's replicas, then pod 0's `raftVoters`.
+/// Reading them in that order, a smaller StatefulSet seen with pod 0 still above 3 voters means
+/// the operator shrank it before the voter set.
+fn sample_shrink_order(
+    run: &Running,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<ShrinkOrder>,
+) {
+    let sts = Api::<StatefulSet>::namespaced(run.client.clone(), &run.ns);
+    let pods = Api::<Pod>::namespaced(run.client.clone(), &run.ns);
+    let names = Names::new(CLUSTER);
+    let (stop, mut stopped) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let mut seen = ShrinkOrder {
+            samples: 0,
+            held: 0,
+            violations: Vec::new(),
+        };
+        loop {
+            let replicas = sts
+                .get(&names.core())
+                .await
+                .ok()
+                .and_then(|s| s.spec?.replicas);
+            let ip = pods
+                .get(&names.pod(0))
+                .await
+                .ok()
+                .and_then(|p| p.status?.pod_ip);
+            let voters = match ip {
+                Some(ip) => readyz(&ip)
+                    .await
+                    .and_then(|j| j.get("raftVoters")?.as_u64()),
+                None => None,
+            };
+            if let (Some(r), Some(v)) = (replicas, voters) {
+                seen.samples += 1;
+                if r == 5 && v == 3 {
+                    seen.held += 1;
+                }
+                if r < 5 && v > 3 {
+                    seen.violations.push((r, v));
+                }
+            }
+            tokio::select! {
+                _ = &mut stopped => return seen,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    });
+    (stop, task)
+}
+
 /// Samples the number of Ready pods every 250 ms until stopped; returns the minimum seen.
 fn sample_ready_pods(
     client: &Client,
@@ -798,6 +881,54 @@ impl Running {
         sts
     }
 
+    /// Waits until every core pod's `/readyz` reports `raftVoters == voters`.
+    async fn wait_voters(&self, voters: u64) {
+        let pods = Api::<Pod>::namespaced(self.client.clone(), &self.ns);
+        let what = format!("every core pod reports raftVoters={voters}");
+        let started = Instant::now();
+        wait::until(&what, Duration::from_secs(60), || async {
+            let list = match pods.list(&Default::default()).await {
+                Ok(l) => l,
+                Err(e) => return Check::NotYet(e.to_string()),
+            };
+            let mut seen = Vec::new();
+            for p in &list.items {
+                let Some(ip) = p.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+                    continue;
+                };
+                let v = readyz(&ip)
+                    .await
+                    .and_then(|j| j.get("raftVoters").and_then(serde_json::Value::as_u64));
+                seen.push((p.metadata.name.clone().unwrap_or_default(), v));
+            }
+            if !seen.is_empty() && seen.iter().all(|(_, v)| *v == Some(voters)) {
+                Check::Done(())
+            } else {
+                Check::NotYet(format!("{seen:?}"))
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "brokers: {what} after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    /// Sum of the pods' `restartCount` (in-place restarts after an exit).
+    async fn restarts(&self) -> i32 {
+        Api::<Pod>::namespaced(self.client.clone(), &self.ns)
+            .list(&Default::default())
+            .await
+            .expect("list pods")
+            .items
+            .iter()
+            .filter_map(|p| p.status.as_ref()?.container_statuses.as_ref())
+            .flatten()
+            .map(|c| c.restart_count)
+            .sum()
+    }
+
     async fn pod_uids(&self) -> BTreeSet<String> {
         Api::<Pod>::namespaced(self.client.clone(), &self.ns)
             .list(&Default::default())
@@ -811,7 +942,7 @@ impl Running {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restarting_config_change_and_scaling_up_roll_one_pod_at_a_time_while_serving() {
+async fn a_restarting_config_change_and_scaling_3_5_3_roll_one_pod_at_a_time_while_serving() {
     let Some(run) = quickstart("brokers-roll").await else {
         return;
     };
@@ -879,7 +1010,7 @@ async fn a_restarting_config_change_and_scaling_up_roll_one_pod_at_a_time_while_
     );
 
     // Scale 3 -> 5: new pods join, and the peers in broker.json change, so the old pods roll
-    // too. (5 -> 3 is not tested: see the report; raft loses quorum on scale-down.)
+    // too.
     let from = Instant::now();
     run.patch_cluster(serde_json::json!({"spec": {"core": {"replicas": 5}}}))
         .await;
@@ -896,6 +1027,81 @@ async fn a_restarting_config_change_and_scaling_up_roll_one_pod_at_a_time_while_
     assert!(
         gap < Duration::from_secs(30),
         "no delivery for {gap:?} while scaling to 5"
+    );
+    run.wait_voters(5).await;
+
+    // Scale 5 -> 3: the operator removes raft ids 5 and 4 before the StatefulSet shrinks, so
+    // the rolling restart of pods 0-2 that follows (their peers change) keeps a quorum.
+    let (stop_order, order) = sample_shrink_order(&run);
+    let from = Instant::now();
+    run.patch_cluster(serde_json::json!({"spec": {"core": {"replicas": 3}}}))
+        .await;
+    run.wait_rolled_out(3).await;
+    let _ = stop_order.send(());
+    let order = order.await.expect("order sampler");
+    eprintln!(
+        "brokers: scale 5 -> 3: {} samples; StatefulSet kept at 5 with pod 0 already at 3 voters \
+         in {} of them",
+        order.samples, order.held
+    );
+    assert!(order.samples > 3, "sampled the scale-down");
+    assert!(
+        order.violations.is_empty(),
+        "the StatefulSet shrank before the voters were removed: {:?}",
+        order.violations
+    );
+    let procs = run.standin().processes();
+    assert_eq!(procs.len(), 3, "{procs:?}");
+    traffic.flowing("traffic after scaling to 3").await;
+    let gap = traffic.longest_gap(from);
+    eprintln!(
+        "brokers: scale 5 -> 3 took {:.1} s, longest delivery gap {:.1} s",
+        from.elapsed().as_secs_f64(),
+        gap.as_secs_f64()
+    );
+    assert!(
+        gap < Duration::from_secs(30),
+        "no delivery for {gap:?} while scaling to 3"
+    );
+    run.wait_voters(3).await;
+
+    // A restart-requiring change after the scale-down rolls fine: with 3 voters, one pod down
+    // leaves a quorum (with 5 stale voters it would not).
+    let from = Instant::now();
+    run.patch_cluster(serde_json::json!({"spec": {"limits": {"maxConnections": 30000}}}))
+        .await;
+    wait::until(
+        "the operator to change the config hash again",
+        CONVERGE,
+        || async {
+            match sts.get(&core).await {
+                Ok(s) if hash(&s) != hash(&rolled) => Check::Done(()),
+                Ok(s) => Check::NotYet(format!("hash still {:?}", hash(&s))),
+                Err(e) => Check::NotYet(e.to_string()),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    run.wait_rolled_out(3).await;
+    traffic
+        .flowing("traffic after the rollout at 3 replicas")
+        .await;
+    let gap = traffic.longest_gap(from);
+    eprintln!(
+        "brokers: rollout after 5 -> 3 took {:.1} s, longest delivery gap {:.1} s",
+        from.elapsed().as_secs_f64(),
+        gap.as_secs_f64()
+    );
+    assert!(
+        gap < Duration::from_secs(30),
+        "no delivery for {gap:?} during the rollout after scaling down"
+    );
+    run.wait_voters(3).await;
+    let procs = run.standin().processes();
+    eprintln!(
+        "brokers: container restarts in place (exit and kubelet restart) over the test: {}",
+        run.restarts().await
     );
 
     // Dropping the stand-in (as at bed teardown) stops every broker and removes its hosts lines.
