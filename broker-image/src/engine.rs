@@ -210,11 +210,11 @@ impl Engine {
             let waited = crate::raft_admin::wait_until_not_named_leader(
                 config.node.id,
                 &others,
-                Duration::from_millis(500),
+                Duration::from_secs(1),
                 Duration::from_secs(15),
             )
             .await;
-            if waited >= Duration::from_millis(500) {
+            if waited >= Duration::from_millis(300) {
                 log::info!(
                     "waited {} ms for the peers to elect another raft leader",
                     waited.as_millis()

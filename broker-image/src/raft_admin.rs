@@ -321,9 +321,33 @@ pub async fn remove_member(
     })
 }
 
-/// Waits (bounded by `deadline`) while any peer still names `own_id` as its leader. A node that
-/// restarts quickly after leading finds its peers still pointing at it; rmqtt-raft would then try
-/// to join itself before its raft server listens and exit (status 255). Returns how long it waited.
+/// What one peer answered to `RequestId` (for [`may_start_raft`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderAnswer {
+    /// The peer names this leader.
+    Leader(u64),
+    /// The peer knows no leader (an election is running).
+    NoLeader,
+    /// No answer (not running yet, or too slow).
+    Unreachable,
+}
+
+/// Whether the raft plugin may start now (pure): no peer names this node as leader, and either
+/// some peer names another leader to join, or no peer answers at all (the cluster is being
+/// formed: the bootstrap node leads, the others find it later).
+pub fn may_start_raft(own_id: u64, answers: &[LeaderAnswer]) -> bool {
+    let named_me = answers.contains(&LeaderAnswer::Leader(own_id));
+    let named_other = answers
+        .iter()
+        .any(|a| matches!(a, LeaderAnswer::Leader(id) if *id != own_id));
+    let all_silent = answers.iter().all(|a| *a == LeaderAnswer::Unreachable);
+    !named_me && (named_other || all_silent)
+}
+
+/// Waits (bounded by `deadline`) until [`may_start_raft`]: a node that restarts quickly after
+/// leading finds its peers still naming it leader until they elect another one; rmqtt-raft would
+/// then try to join itself before its raft server listens and exit (status 255). Returns how
+/// long it waited.
 pub async fn wait_until_not_named_leader(
     own_id: u64,
     peers: &[String],
@@ -332,21 +356,22 @@ pub async fn wait_until_not_named_leader(
 ) -> Duration {
     let start = Instant::now();
     while start.elapsed() < deadline {
-        let mut named_me = false;
+        let mut answers = Vec::with_capacity(peers.len());
         for peer in peers {
-            if matches!(leader_seen_by(peer, per_call).await, Ok(Some(id)) if id == own_id) {
-                named_me = true;
-                break;
-            }
+            answers.push(match leader_seen_by(peer, per_call).await {
+                Ok(Some(id)) => LeaderAnswer::Leader(id),
+                Ok(None) => LeaderAnswer::NoLeader,
+                Err(_) => LeaderAnswer::Unreachable,
+            });
         }
-        if !named_me {
+        if may_start_raft(own_id, &answers) {
             return start.elapsed();
         }
-        log::info!("a peer still names this node ({own_id}) as raft leader; waiting");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        log::info!("raft peers answer {answers:?}; node {own_id} waits for another leader");
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     log::warn!(
-        "peers still name this node ({own_id}) as raft leader after {} ms; starting anyway",
+        "no raft leader other than this node ({own_id}) after {} ms; starting anyway",
         deadline.as_millis()
     );
     start.elapsed()
@@ -409,6 +434,23 @@ mod tests {
         );
         assert_eq!(decode_response(&[4]).unwrap(), RaftResponse::Busy);
         assert!(decode_response(&[6, 1]).is_err());
+    }
+
+    #[test]
+    fn raft_starts_once_another_leader_is_named_or_nobody_answers() {
+        use LeaderAnswer::{Leader, NoLeader, Unreachable};
+        // Bootstrap: nobody runs yet.
+        assert!(may_start_raft(1, &[Unreachable, Unreachable]));
+        assert!(may_start_raft(1, &[]));
+        // Another leader to join.
+        assert!(may_start_raft(1, &[Leader(2), Unreachable]));
+        assert!(may_start_raft(3, &[Leader(1), Leader(1)]));
+        // A peer still names this node (it led before its restart): wait.
+        assert!(!may_start_raft(1, &[Leader(1), Leader(2)]));
+        assert!(!may_start_raft(1, &[Unreachable, Leader(1)]));
+        // An election is running: wait for its result.
+        assert!(!may_start_raft(1, &[NoLeader, Unreachable]));
+        assert!(!may_start_raft(1, &[NoLeader, NoLeader]));
     }
 
     #[test]
