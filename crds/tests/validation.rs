@@ -403,6 +403,19 @@ fn bridge_rules() {
         ))),
         ["spec.remote"]
     );
+    // With clusterRef the client identity is the user's choice; the CA is the remote's.
+    assert_eq!(
+        paths(bridge(&format!(
+            "{BR}remote: {{clusterRef: {{name: central}}, tls: {{clientIdentityRef: {{name: gw}}}}}}\n{routes}"
+        ))),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        paths(bridge(&format!(
+            "{BR}remote: {{clusterRef: {{name: central}}, tls: {{caSecretRef: {{name: ca}}}}}}\n{routes}"
+        ))),
+        ["spec.remote"]
+    );
     assert_eq!(
         paths(bridge(&format!(
             "{BR}remote: {{host: a, port: 0}}\n{routes}"

@@ -57,10 +57,12 @@ fn payloads(
         acl: plan.acl.encode(),
         revoked,
         trust: trust.to_vec(),
+        bridges: Vec::new(),
         revisions: Revisions {
             acl: Some(plan.acl.rules.revision().to_owned()),
             revoked: Some(revoked_revision),
             trust: Some(short_hash(trust)),
+            bridges: None,
         },
         token: PushToken::new(token),
     }
@@ -206,6 +208,44 @@ async fn push_to_real_brokers() {
         !out.status.success(),
         "a revoked device still publishes: {out:?}"
     );
+
+    // Bridges: the cluster's rendered bridges.json goes with `PUT /v1/bridges`; every node
+    // confirms its revision in /readyz and runs the bridge (not connected: nothing listens on
+    // the remote port), without gating the ACL acknowledgement.
+    let bridge: crds::Bridge = serde_yaml::from_str(
+        "apiVersion: mqtt.operator.dev/v1alpha1\nkind: Bridge\nmetadata: {name: up, namespace: local}\n\
+         spec: {clusterRef: {name: local}, remote: {host: 127.0.0.1, port: 1}, routes: [{direction: out, local: 'a/#', remote: 'b/#'}]}\n",
+    )
+    .unwrap();
+    let material = operator::render::bridge::RemoteMaterial {
+        host: "127.0.0.1".into(),
+        port: 1,
+        ca_pem: String::from_utf8(trust.clone()).unwrap(),
+        client_cert_pem: None,
+        client_key_pem: None,
+        username: None,
+        password: None,
+    };
+    let (set, skipped) =
+        operator::render::bridge::render_bridges("local", "local", &[(bridge, material)]);
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let bridging = payloads(&edited, &[], &trust, &token).with_bridges(&set);
+    let reports = sync_nodes(&nodes, &bridging, &opts).await;
+    for (node, state) in &reports {
+        match state {
+            NodeState::Reported(r) => {
+                assert_eq!(r.bridges.as_deref(), Some(set.revision.as_str()), "{node}")
+            }
+            other => panic!("{node}: {other:?}"),
+        }
+    }
+    assert!(acknowledge(&names, &bridging.revisions, &reports).complete);
+    for addr in nodes.values() {
+        let body = operator::controllers::cluster::push::readyz_json(*addr, &opts)
+            .await
+            .unwrap();
+        assert_eq!(body["bridges"]["up"]["connected"], false, "{body}");
+    }
 
     // Unreachable nodes: a closed port fails fast; a silent one within the bounded retries.
     let closed = {

@@ -29,10 +29,13 @@ pub fn validate_bridge(spec: &BridgeSpec) -> Vec<FieldError> {
                     "a bridge cannot point at its own cluster",
                 );
             }
-            if r.port.is_some() || r.tls.is_some() || r.credentials_secret_ref.is_some() {
+            // The endpoint and CA are the remote cluster's; only the client identity (a
+            // DeviceIdentity of the remote cluster) is chosen by the user.
+            let ca = r.tls.as_ref().is_some_and(|t| t.ca_secret_ref.is_some());
+            if r.port.is_some() || ca || r.credentials_secret_ref.is_some() {
                 e.add(
                     "spec.remote",
-                    "port, tls and credentialsSecretRef are resolved by the operator with clusterRef; remove them",
+                    "port, tls.caSecretRef and credentialsSecretRef are resolved by the operator with clusterRef; remove them (tls.clientIdentityRef stays)",
                 );
             }
         }

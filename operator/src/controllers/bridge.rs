@@ -1,15 +1,17 @@
 //! Bridge controller: dereference (local cluster, remote cluster, client identity, CA Secret) →
-//! validate → status. What holds today: an invalid spec (unmappable route, self-referencing
-//! bridge, ...) gets `Ready=False, reason=Invalid` naming the field plus an Event; a reference to
-//! an object that does not exist gets `Ready=False, reason=ReferenceNotFound` naming the field
-//! plus an Event and is re-checked every 30 s; the resolved remote endpoint is reported in
-//! `status.remote`. The pieces for the next step exist: the broker runs bridges from
-//! `bridges.json` (broker-image/README.md), `crate::render::bridge` renders that file from the
-//! Bridges and their resolved material, and the config volume projects the optional
-//! `<cluster>-bridges` Secret. Not wired yet: the MqttCluster controller does not create that
-//! Secret (resolving client certificates needs DeviceIdentity issuance), and `Connected` is not
-//! read from the brokers' `/readyz`. Until then a valid bridge reports `Ready=False,
-//! reason=NotRendered` and `Connected=Unknown` rather than pretending.
+//! validate → observe → status. An invalid spec (unmappable route, self-referencing bridge, ...)
+//! gets `Ready=False, reason=Invalid` naming the field plus an Event; a reference to an object
+//! that does not exist gets `Ready=False, reason=ReferenceNotFound` naming the field plus an
+//! Event and is re-checked every 30 s; the resolved remote endpoint is reported in
+//! `status.remote`. A valid bridge is rendered by the MqttCluster controller into the
+//! `<cluster>-bridges` Secret (`cluster::bridges`); this controller then reads every core node's
+//! `/readyz` ([`super::bridge_state`]): `Ready=True` once every node runs the rendered revision,
+//! `Connected` from the nodes' connection state, `lastError` and the counters summed over nodes.
+//!
+//! Polling: every [`PENDING_POLL`] while not acknowledged or not connected, every
+//! [`STEADY_POLL`] otherwise. The steady poll is short on purpose: a remote going away is only
+//! seen by the brokers, and the status must show it within 5 s; one `/readyz` per node every 3 s
+//! is a few hundred bytes on the cluster network. The status is written only when it changes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,14 +27,21 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
+use super::bridge_state::{self, Summary, Verdict};
 use super::{Context, Error};
+use crate::render::bridge::secret_name;
 use crate::render::names::Names;
+use contract::bridge::{BridgeSet, BRIDGES_FILE};
 
 const KIND: &str = "Bridge";
 /// Condition reason when a referenced object does not exist.
 pub const REASON_REFERENCE_NOT_FOUND: &str = "ReferenceNotFound";
 /// How often a bridge with a missing reference is re-checked.
 const RECHECK: Duration = Duration::from_secs(30);
+/// Poll interval while the bridge is not acknowledged by every node or not connected.
+pub const PENDING_POLL: Duration = Duration::from_secs(2);
+/// Poll interval once acknowledged and connected (see the module doc).
+pub const STEADY_POLL: Duration = Duration::from_secs(3);
 
 /// What the dereference step found (`None`: not referenced).
 #[derive(Debug, Clone, Default)]
@@ -109,6 +118,7 @@ pub fn desired_status(
     invalid: &[String],
     missing: &[String],
     endpoint: Option<String>,
+    live: Option<&Summary>,
     now: Time,
 ) -> BridgeStatus {
     let mut s = bridge.status.clone().unwrap_or_default();
@@ -120,10 +130,18 @@ pub fn desired_status(
         (REASON_INVALID, invalid.join("; "))
     } else if !missing.is_empty() {
         (REASON_REFERENCE_NOT_FOUND, missing.join("; "))
+    } else if let Some(live) = live {
+        upsert(c, verdict_condition(READY, &live.ready, gen, now.clone()));
+        upsert(c, verdict_condition(CONNECTED, &live.connected, gen, now));
+        s.last_error.clone_from(&live.last_error);
+        s.forwarded = Some(i64::try_from(live.forwarded).unwrap_or(i64::MAX));
+        s.failed = Some(i64::try_from(live.failed).unwrap_or(i64::MAX));
+        s.dropped = Some(i64::try_from(live.dropped).unwrap_or(i64::MAX));
+        return s;
     } else {
         (
             "NotRendered",
-            "the bridge is valid; rendering it into the cluster's bridges.json is not implemented by this operator build yet".to_string(),
+            "the bridge is valid and waits for the MqttCluster controller to render it".to_string(),
         )
     };
     upsert(
@@ -135,12 +153,95 @@ pub fn desired_status(
         unknown(
             CONNECTED,
             "NotObserved",
-            "the operator does not read bridge state from the brokers yet",
+            "no broker node reports this bridge",
             gen,
             now,
         ),
     );
     s
+}
+
+fn verdict_condition(type_: &str, v: &Verdict, gen: Option<i64>, now: Time) -> Condition {
+    let mut c = condition(
+        type_,
+        v.status == "True",
+        v.reason,
+        v.message.clone(),
+        gen,
+        now,
+    );
+    c.status = v.status.into();
+    c
+}
+
+/// Whether the rendered `bridges.json` holds this spec of `bridge` (pure): its routes as the
+/// spec says (an edit not rendered yet is not acknowledged).
+pub fn rendered_revision<'a>(bridge: &Bridge, set: &'a BridgeSet) -> Result<&'a str, String> {
+    let name = bridge.name_any();
+    let Some(config) = set.bridges.iter().find(|b| b.name == name) else {
+        return Err(format!(
+            "not in {} yet",
+            secret_name(&bridge.spec.cluster_ref.name)
+        ));
+    };
+    let same = config.routes.len() == bridge.spec.routes.len()
+        && config.routes.iter().zip(&bridge.spec.routes).all(|(r, s)| {
+            r.local == s.local && r.remote == s.remote && r.qos == s.qos && r.retain == s.retain
+        });
+    if same {
+        Ok(&set.revision)
+    } else {
+        Err(format!(
+            "{} holds an earlier version of this bridge",
+            secret_name(&bridge.spec.cluster_ref.name)
+        ))
+    }
+}
+
+/// The observe step: the rendered revision (or why the bridge is not rendered) and every core
+/// node's report.
+async fn observe(bridge: &Bridge, ns: &str, ctx: &Context) -> Result<Summary, Error> {
+    let cluster = &bridge.spec.cluster_ref.name;
+    let secret_name = secret_name(cluster);
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&secret_name)
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("Secret {secret_name}"),
+            source,
+        })?;
+    let set = secret
+        .and_then(|s| s.data)
+        .and_then(|d| d.get(BRIDGES_FILE).cloned())
+        .and_then(|b| contract::bridge::load_bridges(&b.0).ok());
+    let rendered = match set.as_ref().map(|set| rendered_revision(bridge, set)) {
+        Some(Ok(r)) => Ok(r.to_string()),
+        other => {
+            // Say why: the material the cluster controller waits for, if that is the reason.
+            let material = super::cluster::bridges::fetch(&ctx.client, ns, bridge).await?;
+            Err(
+                match super::cluster::bridges::resolve(bridge, ns, &material) {
+                    Err(problem) => problem,
+                    Ok(_) => match other {
+                        Some(Err(why)) => why,
+                        _ => format!("{secret_name} not rendered yet"),
+                    },
+                },
+            )
+        }
+    };
+    let nodes = super::cluster::push::core_nodes(&ctx.client, ns, &Names::new(cluster))
+        .await
+        .map_err(|source| Error::Read {
+            what: format!("core pods of {cluster}"),
+            source,
+        })?;
+    let reports = bridge_state::observe(&nodes, &bridge.name_any()).await;
+    Ok(bridge_state::summarize(
+        cluster,
+        rendered.as_deref().map_err(String::as_str),
+        &reports,
+    ))
 }
 
 async fn exists<K>(api: Api<K>, name: &str) -> Result<bool, Error>
@@ -216,8 +317,13 @@ pub async fn reconcile(bridge: Arc<Bridge>, ctx: Arc<Context>) -> Result<Action,
     } else {
         (Vec::new(), None)
     };
+    let live = if invalid.is_empty() && missing.is_empty() {
+        Some(observe(&bridge, &ns, &ctx).await?)
+    } else {
+        None
+    };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let status = desired_status(&bridge, &invalid, &missing, endpoint, now);
+    let status = desired_status(&bridge, &invalid, &missing, endpoint, live.as_ref(), now);
     let api = Api::<Bridge>::namespaced(ctx.client.clone(), &ns);
     let written =
         super::apply::apply_status(&api, &bridge.name_any(), bridge.status.as_ref(), &status)
@@ -231,10 +337,11 @@ pub async fn reconcile(bridge: Arc<Bridge>, ctx: Arc<Context>) -> Result<Action,
         ctx.warn(&reference, REASON_REFERENCE_NOT_FOUND, missing.join("; "))
             .await;
     }
-    Ok(if missing.is_empty() {
-        Action::await_change()
-    } else {
-        Action::requeue(RECHECK)
+    Ok(match &live {
+        Some(l) if l.settled() => Action::requeue(STEADY_POLL),
+        Some(_) => Action::requeue(PENDING_POLL),
+        None if missing.is_empty() => Action::await_change(),
+        None => Action::requeue(RECHECK),
     })
 }
 
@@ -275,7 +382,7 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect();
-        let s = desired_status(&b, &invalid, &[], None, now());
+        let s = desired_status(&b, &invalid, &[], None, None, now());
         let ready = find(&s.conditions, READY).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
@@ -302,7 +409,14 @@ mod tests {
         assert_eq!(missing.len(), 2, "{missing:?}");
         assert!(missing[0].starts_with("spec.clusterRef.name"));
         assert!(missing[1].starts_with("spec.remote.tls.clientIdentityRef.name"));
-        let s = desired_status(&b, &[], &missing, remote_endpoint(&b, "iot", &refs), now());
+        let s = desired_status(
+            &b,
+            &[],
+            &missing,
+            remote_endpoint(&b, "iot", &refs),
+            None,
+            now(),
+        );
         assert_eq!(s.remote.as_deref(), Some("h:8883"));
         let ready = find(&s.conditions, READY).unwrap();
         assert_eq!(ready.reason, REASON_REFERENCE_NOT_FOUND);
@@ -326,12 +440,15 @@ mod tests {
             remote_endpoint(&b, "iot", &refs).as_deref(),
             Some("central.iot.svc:8883")
         );
-        let s = desired_status(&b, &[], &[], remote_endpoint(&b, "iot", &refs), now());
+        let s = desired_status(&b, &[], &[], remote_endpoint(&b, "iot", &refs), None, now());
         assert_eq!(find(&s.conditions, READY).unwrap().reason, "NotRendered");
         // A second computation from the written status changes nothing (no write).
         let mut again = b.clone();
         again.status = Some(s.clone());
         let later = Time(k8s_openapi::jiff::Timestamp::from_second(99).unwrap());
-        assert_eq!(desired_status(&again, &[], &[], s.remote.clone(), later), s);
+        assert_eq!(
+            desired_status(&again, &[], &[], s.remote.clone(), None, later),
+            s
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod bridge;
+pub mod bridge_state;
 pub mod cluster;
 pub mod device;
 pub mod election;

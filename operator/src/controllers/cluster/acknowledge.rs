@@ -15,11 +15,13 @@ pub enum Part {
     Revoked,
     /// The clients CA trust bundle (PEM).
     Trust,
+    /// The bridges (`bridges.json`).
+    Bridges,
 }
 
 impl Part {
     /// Every part, in push order (the ACL first: it is what policy edits change).
-    pub const ALL: [Part; 3] = [Part::Acl, Part::Revoked, Part::Trust];
+    pub const ALL: [Part; 4] = [Part::Acl, Part::Revoked, Part::Trust, Part::Bridges];
 
     /// The push endpoint's path.
     pub fn path(self) -> &'static str {
@@ -27,6 +29,7 @@ impl Part {
             Part::Acl => "/v1/acl",
             Part::Revoked => "/v1/revoked",
             Part::Trust => "/v1/trust",
+            Part::Bridges => "/v1/bridges",
         }
     }
 }
@@ -37,12 +40,14 @@ impl fmt::Display for Part {
             Part::Acl => "acl",
             Part::Revoked => "revoked",
             Part::Trust => "trust",
+            Part::Bridges => "bridges",
         })
     }
 }
 
-/// Revisions of the three parts, as the broker reports them in `/readyz` (`aclRevision`,
-/// `revokedRevision`, `trustRevision`). A part a node does not report is `None`.
+/// Revisions of the parts, as the broker reports them in `/readyz` (`aclRevision`,
+/// `revokedRevision`, `trustRevision`, `bridgesRevision`). A part a node does not report is
+/// `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Revisions {
     /// Revision of the ACL rule set (`RuleSet::revision`).
@@ -51,6 +56,9 @@ pub struct Revisions {
     pub revoked: Option<String>,
     /// Revision of the trust bundle (first 16 hex digits of its SHA-256).
     pub trust: Option<String>,
+    /// Revision of `bridges.json` (its `revision` field); desired only for a cluster that has
+    /// a `<cluster>-bridges` Secret.
+    pub bridges: Option<String>,
 }
 
 impl Revisions {
@@ -60,6 +68,7 @@ impl Revisions {
             Part::Acl => self.acl.as_deref(),
             Part::Revoked => self.revoked.as_deref(),
             Part::Trust => self.trust.as_deref(),
+            Part::Bridges => self.bridges.as_deref(),
         }
     }
 
@@ -71,6 +80,8 @@ impl Revisions {
             acl: field("aclRevision"),
             revoked: field("revokedRevision"),
             trust: field("trustRevision"),
+            // "" is the broker's "no bridges.json loaded".
+            bridges: field("bridgesRevision").filter(|r| !r.is_empty()),
         }
     }
 }
@@ -178,7 +189,25 @@ mod tests {
             acl: s(acl),
             revoked: s(revoked),
             trust: s(trust),
+            bridges: None,
         }
+    }
+
+    #[test]
+    fn bridges_are_pushed_when_desired_and_do_not_gate_the_acknowledgement() {
+        let mut desired = revs("a", "r", "t");
+        let body = serde_json::json!({"aclRevision": "a", "revokedRevision": "r", "trustRevision": "t", "bridgesRevision": "b0"});
+        let reported = Revisions::from_readyz(&body);
+        assert_eq!(reported.bridges.as_deref(), Some("b0"));
+        assert!(
+            parts_to_push(&desired, &reported).is_empty(),
+            "no bridges desired: not pushed"
+        );
+        desired.bridges = Some("b1".into());
+        assert_eq!(parts_to_push(&desired, &reported), [Part::Bridges]);
+        assert_eq!(Part::Bridges.path(), "/v1/bridges");
+        let observed = BTreeMap::from([("n-0".to_string(), NodeState::Reported(reported))]);
+        assert!(acknowledge(&["n-0".to_string()], &desired, &observed).complete);
     }
 
     #[test]
@@ -189,10 +218,10 @@ mod tests {
             parts_to_push(&desired, &revs("a1", "r1", "t0")),
             vec![Part::Acl, Part::Trust]
         );
-        // A node that reports nothing (still starting) gets everything.
+        // A node that reports nothing (still starting) gets everything desired.
         assert_eq!(
             parts_to_push(&desired, &Revisions::default()),
-            Part::ALL.to_vec()
+            vec![Part::Acl, Part::Revoked, Part::Trust]
         );
         // Nothing desired for a part: never pushed.
         assert_eq!(
@@ -221,7 +250,8 @@ mod tests {
             Revisions {
                 acl: Some("a".into()),
                 revoked: Some("r".into()),
-                trust: None
+                trust: None,
+                bridges: None,
             }
         );
         assert_eq!(

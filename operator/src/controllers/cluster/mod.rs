@@ -1,6 +1,7 @@
 //! MqttCluster controller: dereference → validate → build → apply → update status.
 
 pub mod acknowledge;
+pub mod bridges;
 pub mod build;
 pub mod push;
 pub mod scale;
@@ -10,17 +11,19 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crds::validate::validate_cluster;
-use crds::{DeviceIdentity, MqttCluster, TopicPolicy};
+use crds::{Bridge, DeviceIdentity, MqttCluster, TopicPolicy};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
 
+use self::bridges::Referenced;
 use self::build::{build, Desired, Observed};
 use super::apply::{apply, apply_dynamic, apply_status};
 use super::{Context, Error, Guarded};
@@ -273,7 +276,13 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
         .await;
         nodes = Some(found);
     }
-    let writes = apply_all(&ctx.client, &ns, desired, scale_step.may_apply()).await?;
+    let mut writes = apply_all(&ctx.client, &ns, desired, scale_step.may_apply()).await?;
+    let bridges = bridges::reconcile(&ctx.client, &cluster, &ns).await?;
+    writes += usize::from(bridges.written);
+    let payloads = match &bridges.set {
+        Some(set) => payloads.with_bridges(set),
+        None => payloads,
+    };
 
     // push the hot-reloadable parts to the running core nodes
     let nodes = match nodes {
@@ -322,8 +331,15 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
         // running bring the cluster back through the StatefulSet watch.
         next = next.min(acknowledge::retry_after(behind_for(&status), RESYNC));
     }
+    if !bridges.skipped.is_empty() {
+        next = next.min(BRIDGE_MATERIAL_RECHECK);
+    }
     Ok(Action::requeue(next))
 }
+
+/// Wait between reconciles while a Bridge of the cluster waits for material (a remote cluster's
+/// CA bundle, an identity's certificate) that no watch of this controller reports.
+pub const BRIDGE_MATERIAL_RECHECK: Duration = Duration::from_secs(10);
 
 /// When to reconcile again without a watch event (pure): at the next certificate renewal, within
 /// [`MONITORING_CRD_RECHECK`] while monitoring CRDs are missing, at most [`RESYNC`].
@@ -355,6 +371,10 @@ fn policy_cluster(p: TopicPolicy) -> Option<ObjectRef<MqttCluster>> {
     Some(ObjectRef::new(&p.spec.cluster_ref.name).within(&p.namespace()?))
 }
 
+fn bridge_cluster(b: Bridge) -> Option<ObjectRef<MqttCluster>> {
+    Some(ObjectRef::new(&b.spec.cluster_ref.name).within(&b.namespace()?))
+}
+
 fn device_cluster(d: DeviceIdentity) -> Option<ObjectRef<MqttCluster>> {
     Some(ObjectRef::new(&d.spec.cluster_ref.name).within(&d.namespace()?))
 }
@@ -362,7 +382,23 @@ fn device_cluster(d: DeviceIdentity) -> Option<ObjectRef<MqttCluster>> {
 /// Runs the MqttCluster controller until its watches end.
 pub async fn run(ctx: Arc<Context>) {
     let wc = watcher::Config::default();
-    Controller::new(ctx.watched::<Guarded<MqttCluster>>(), wc.clone())
+    // Bridges by reference, to map a changed Secret or CA bundle to the clusters bridging with it.
+    let (bridge_store, writer) = reflector::store::<Guarded<Bridge>>();
+    let bridge_reflector = reflector::reflector(
+        writer,
+        watcher::watcher(ctx.watched::<Guarded<Bridge>>(), wc.clone()),
+    )
+    .applied_objects()
+    .for_each(|_| async {});
+    let referencing = move |meta: &kube::api::ObjectMeta, kind: Referenced| {
+        let state = bridge_store.state();
+        bridges::referencing(state.iter().filter_map(|b| b.0.as_ref().ok()), meta, kind)
+            .into_iter()
+            .map(super::guarded_ref)
+            .collect::<Vec<_>>()
+    };
+    let by_secret = referencing.clone();
+    let controller = Controller::new(ctx.watched::<Guarded<MqttCluster>>(), wc.clone())
         .owns(ctx.watched::<StatefulSet>(), wc.clone())
         .owns(ctx.watched::<Service>(), wc.clone())
         .owns(ctx.watched::<ConfigMap>(), wc.clone())
@@ -372,10 +408,21 @@ pub async fn run(ctx: Arc<Context>) {
                 .and_then(policy_cluster)
                 .map(super::guarded_ref)
         })
-        .watches(ctx.watched::<Guarded<DeviceIdentity>>(), wc, |d| {
+        .watches(ctx.watched::<Guarded<DeviceIdentity>>(), wc.clone(), |d| {
             super::decoded(d)
                 .and_then(device_cluster)
                 .map(super::guarded_ref)
+        })
+        .watches(ctx.watched::<Guarded<Bridge>>(), wc.clone(), |b| {
+            super::decoded(b)
+                .and_then(bridge_cluster)
+                .map(super::guarded_ref)
+        })
+        .watches(ctx.watched::<Secret>(), wc.clone(), move |s: Secret| {
+            by_secret(&s.metadata, Referenced::Secret)
+        })
+        .watches(ctx.watched::<ConfigMap>(), wc, move |c: ConfigMap| {
+            referencing(&c.metadata, Referenced::ConfigMap)
         })
         .shutdown_on_signal()
         .run(
@@ -387,8 +434,11 @@ pub async fn run(ctx: Arc<Context>) {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "controller event");
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = controller => {}
+        () = bridge_reflector => {}
+    }
 }
 
 #[cfg(test)]

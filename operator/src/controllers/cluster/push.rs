@@ -148,6 +148,8 @@ pub struct Payloads {
     pub revoked: Vec<u8>,
     /// The clients CA trust bundle (PEM).
     pub trust: Vec<u8>,
+    /// `bridges.json` (empty: not pushed).
+    pub bridges: Vec<u8>,
     /// The revisions a node reports once it runs these payloads.
     pub revisions: Revisions,
     /// The bearer token.
@@ -160,6 +162,7 @@ impl fmt::Debug for Payloads {
             .field("acl_bytes", &self.acl.len())
             .field("revoked_bytes", &self.revoked.len())
             .field("trust_bytes", &self.trust.len())
+            .field("bridges_bytes", &self.bridges.len())
             .field("revisions", &self.revisions)
             .finish_non_exhaustive()
     }
@@ -207,12 +210,22 @@ impl Payloads {
                 acl: Some(desired.summary.acl_revision.clone()),
                 revoked: revoked_revision,
                 trust: (!trust.is_empty()).then(|| short_hash(&trust)),
+                bridges: None,
             },
             acl,
             revoked,
             trust,
+            bridges: Vec::new(),
             token: PushToken::new(token),
         }
+    }
+
+    /// These payloads plus the cluster's rendered bridges (pushed, and their revision
+    /// confirmed, like the other parts; they do not gate `AclApplied`).
+    pub fn with_bridges(mut self, set: &contract::bridge::BridgeSet) -> Self {
+        self.bridges = contract::bridge::render_bridges(set);
+        self.revisions.bridges = Some(set.revision.clone());
+        self
     }
 
     fn body(&self, part: Part) -> &[u8] {
@@ -220,6 +233,7 @@ impl Payloads {
             Part::Acl => &self.acl,
             Part::Revoked => &self.revoked,
             Part::Trust => &self.trust,
+            Part::Bridges => &self.bridges,
         }
     }
 }
@@ -322,6 +336,14 @@ where
 /// The revisions a node reports on `GET /readyz` (answered 200 when ready, 503 while it joins:
 /// both carry the revisions of a started node).
 pub async fn readyz(addr: SocketAddr, options: &PushOptions) -> Result<Revisions, PushError> {
+    Ok(Revisions::from_readyz(&readyz_json(addr, options).await?))
+}
+
+/// The whole `/readyz` body of a node (200 or 503), e.g. for the per-bridge state.
+pub async fn readyz_json(
+    addr: SocketAddr,
+    options: &PushOptions,
+) -> Result<serde_json::Value, PushError> {
     with_retries(options, || async {
         let (status, body) = exchange(
             addr,
@@ -341,12 +363,10 @@ pub async fn readyz(addr: SocketAddr, options: &PushOptions) -> Result<Revisions
                 body: snippet(&body),
             });
         }
-        let json: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| PushError::NotJson {
-                addr,
-                message: e.to_string(),
-            })?;
-        Ok(Revisions::from_readyz(&json))
+        serde_json::from_slice(&body).map_err(|e| PushError::NotJson {
+            addr,
+            message: e.to_string(),
+        })
     })
     .await
 }
@@ -474,6 +494,7 @@ mod tests {
             acl: vec![1, 2],
             revoked: vec![],
             trust: vec![],
+            bridges: vec![],
             revisions: Revisions::default(),
             token: PushToken::new("s3cr3t-token"),
         };

@@ -233,6 +233,7 @@ mod tests {
                 acl: Some("abc".into()),
                 revoked: Some("r1".into()),
                 trust: None,
+                bridges: None,
             },
             desired_nodes: 3,
             ack: Acknowledgement {
