@@ -17,7 +17,6 @@ use crds::condition::{find, CONNECTED, READY};
 use crds::{Bridge, MqttCluster};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::ByteString;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
@@ -390,9 +389,8 @@ async fn crosses(
     None
 }
 
-/// The DeviceIdentity of central the bridge presents, and its `<name>-tls` Secret: issued by the
-/// DeviceIdentity controller when this operator build has it, else (within 5 s) issued here from
-/// central's clients CA with the operator's PKI code, as that controller does.
+/// The DeviceIdentity of central the bridge presents; the DeviceIdentity controller issues its
+/// `<name>-tls` Secret from central's clients CA.
 async fn bridge_identity(bed: &Bed) {
     let id: serde_json::Value = serde_yaml::from_str(&format!(
         "apiVersion: mqtt.operator.dev/v1alpha1\nkind: DeviceIdentity\nmetadata: {{name: {IDENTITY}}}\n\
@@ -411,37 +409,25 @@ async fn bridge_identity(bed: &Bed) {
     .expect("apply DeviceIdentity");
     let secrets = Api::<Secret>::namespaced(bed.client.clone(), &bed.ns);
     let name = format!("{IDENTITY}-tls");
-    let issued = wait::until(
+    let started = Instant::now();
+    wait::until(
         "the DeviceIdentity controller issues the bridge's Secret",
-        Duration::from_secs(5),
+        Duration::from_secs(60),
         || async {
             match secrets.get_opt(&name).await {
-                Ok(Some(_)) => Check::Done(()),
-                other => Check::NotYet(format!("{other:?}")),
+                Ok(Some(s)) if s.data.as_ref().is_some_and(|d| d.contains_key("tls.key")) => {
+                    Check::Done(())
+                }
+                other => Check::NotYet(format!("{:?}", other.map(|s| s.is_some()))),
             }
         },
     )
-    .await;
-    if issued.is_err() {
-        eprintln!("bridges: no DeviceIdentity issuance in this build; issuing {name} here");
-        let d = bed.device(CENTRAL, IDENTITY).await;
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.clone()),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([
-                ("tls.crt".to_string(), ByteString(d.cert_pem.into_bytes())),
-                ("tls.key".to_string(), ByteString(d.key_pem.into_bytes())),
-                ("ca.crt".to_string(), ByteString(d.ca_pem.into_bytes())),
-            ])),
-            ..Default::default()
-        };
-        secrets
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("create identity Secret");
-    }
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "bridges: {name} issued by the operator after {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 async fn scale_central(bed: &Bed, replicas: i32) {
