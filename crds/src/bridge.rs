@@ -35,7 +35,9 @@ pub struct BridgeSpec {
     pub buffer: BridgeBuffer,
 }
 
-/// The remote end of a bridge. Set either `host` (with `port`, `tls`) or `clusterRef`.
+/// The remote end of a bridge. Set either `host` (with `port`, `tls`, `credentialsSecretRef`) or
+/// `clusterRef` (endpoint and CA resolved by the operator; `tls.clientIdentityRef` then names a
+/// DeviceIdentity of the remote cluster, whose certificate the remote accepts).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BridgeRemote {
