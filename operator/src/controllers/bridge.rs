@@ -451,4 +451,53 @@ mod tests {
             s
         );
     }
+
+    #[test]
+    fn only_the_rendered_spec_counts_and_live_state_fills_the_status() {
+        let routes = "[{direction: out, local: 'site/+/t/#', remote: 'prod/a/+/t/#'}]";
+        let b = bridge(&format!(
+            "{{clusterRef: {{name: edge}}, remote: {{host: h, tls: {{caSecretRef: {{name: ca}}}}}}, routes: {routes}}}"
+        ));
+        let material = crate::render::bridge::RemoteMaterial {
+            host: "h".into(),
+            port: 8883,
+            ca_pem: "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n".into(),
+            client_cert_pem: None,
+            client_key_pem: None,
+            username: None,
+            password: None,
+        };
+        let (set, skipped) =
+            crate::render::bridge::render_bridges("iot", "edge", &[(b.clone(), material)]);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(rendered_revision(&b, &set), Ok(set.revision.as_str()));
+        // Edited, not rendered yet: not acknowledged.
+        let mut edited = b.clone();
+        edited.spec.routes[0].remote = "prod/b/+/t/#".into();
+        assert!(rendered_revision(&edited, &set)
+            .unwrap_err()
+            .contains("earlier version"));
+        let mut other = b.clone();
+        other.metadata.name = Some("other".into());
+        assert!(rendered_revision(&other, &set)
+            .unwrap_err()
+            .contains("not in edge-bridges"));
+        // The nodes' summary becomes the conditions and counters.
+        let nodes = std::collections::BTreeMap::from([(
+            "edge-core-0".to_string(),
+            bridge_state::parse_readyz(
+                &serde_json::json!({"bridgesRevision": set.revision, "bridges": {"b": {"connected": true, "forwarded": 3}}}),
+                "b",
+            ),
+        )]);
+        let live = bridge_state::summarize("edge", Ok(&set.revision), &nodes);
+        let s = desired_status(&b, &[], &[], Some("h:8883".into()), Some(&live), now());
+        assert_eq!(find(&s.conditions, READY).unwrap().status, "True");
+        let connected = find(&s.conditions, CONNECTED).unwrap();
+        assert_eq!(
+            (connected.status.as_str(), connected.message.as_str()),
+            ("True", "connected from edge-core-0")
+        );
+        assert_eq!(s.forwarded, Some(3));
+    }
 }
