@@ -244,6 +244,23 @@ impl Bed {
         started.elapsed()
     }
 
+    /// When the Bridge's `Connected` condition becomes `status` (polled every 100 ms, 30 s max).
+    async fn connected_becomes(&self, status: &str) -> Instant {
+        let api = Api::<Bridge>::namespaced(self.client.clone(), &self.ns);
+        poll_until(
+            &format!("Bridge {BRIDGE} Connected={status}"),
+            Duration::from_secs(30),
+            || async {
+                let b = api.get(BRIDGE).await.ok()?;
+                let s = b.status?;
+                find(&s.conditions, CONNECTED)
+                    .filter(|c| c.status == status)
+                    .map(|_| ())
+            },
+        )
+        .await
+    }
+
     /// (pod name → (uid, restartCount)) of every pod, and the broker pids.
     async fn pods(&self) -> (BTreeMap<String, (String, i32)>, Vec<u32>) {
         let pods = Api::<Pod>::namespaced(self.client.clone(), &self.ns)
@@ -621,55 +638,103 @@ async fn a_bridge_between_two_clusters_maps_both_ways_reconfigures_without_resta
     assert_eq!(central_pids.len(), 3);
     let gone = e2e::process::wait_gone(&central_pids, Duration::from_secs(60));
     assert!(gone.is_empty(), "central brokers still running: {gone:?}");
-    let to_false = b
-        .wait_condition(CONNECTED, "False", None, Duration::from_secs(30))
-        .await;
+    let gone_at = Instant::now();
+    let edge_node = b
+        .standin
+        .processes()
+        .iter()
+        .find(|p| p.pod == Names::new(EDGE).pod(0))
+        .map(|p| std::net::SocketAddr::from((p.ip, 9090)))
+        .expect("edge broker");
+    let node_down = node_connected(edge_node, false).await;
+    let status_down = b.connected_becomes("False").await;
     eprintln!(
-        "bridges: central brokers gone -> Connected=False in {:.2} s; status {:?}",
-        to_false.as_secs_f64(),
+        "bridges: central brokers gone -> edge node reports disconnected {:.2} s -> Connected=False {:.2} s (operator lag {:.2} s); status {:?}",
+        (node_down - gone_at).as_secs_f64(),
+        (status_down - gone_at).as_secs_f64(),
+        (status_down - node_down).as_secs_f64(),
         b.bridge_status().await
     );
 
     // Central back: from the first central broker Ready (the bridge's remote endpoint is the
-    // client Service, which resolves to the ready pods) to Connected=True.
+    // client Service, which resolves to the ready pods) to the edge node reconnecting (its
+    // backoff, at most 5 s) and to Connected=True.
     scale_central(&b, 3).await;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let selector = format!("app.kubernetes.io/instance={CENTRAL}");
-    let first_ready = wait::until("a central broker Ready again", CONVERGE, || async {
-        let list = match pods.list(&ListParams::default().labels(&selector)).await {
-            Ok(l) => l,
-            Err(e) => return Check::NotYet(e.to_string()),
-        };
-        let ready = list.items.iter().any(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        });
-        if ready {
-            Check::Done(Instant::now())
-        } else {
-            Check::NotYet(format!("{} central pods, none Ready", list.items.len()))
-        }
+    let first_ready = poll_until("a central broker Ready again", CONVERGE, || async {
+        let list = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        list.items
+            .iter()
+            .any(|p| {
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .then_some(())
     })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    b.wait_condition(CONNECTED, "True", None, Duration::from_secs(30))
-        .await;
-    let to_true = first_ready.elapsed();
+    .await;
+    let node_up = node_connected(edge_node, true).await;
+    let status_up = b.connected_becomes("True").await;
     eprintln!(
-        "bridges: central back -> Connected=True {:.2} s after its first broker was Ready; status {:?}",
-        to_true.as_secs_f64(),
+        "bridges: central back: first broker Ready -> edge node reconnected {:.2} s -> Connected=True {:.2} s (operator lag {:.2} s); status {:?}",
+        (node_up - first_ready).as_secs_f64(),
+        (status_up - first_ready).as_secs_f64(),
+        (status_up - node_up).as_secs_f64(),
         b.bridge_status().await
     );
     operator.start_cluster_controller();
 
+    // The operator's share of the 5 s: from the brokers' own state to the status.
+    let lag_down = status_down - node_down;
+    let lag_up = status_up - node_up;
     assert!(
-        to_false <= STATUS_BOUND,
-        "Connected=False took {to_false:?} (bound {STATUS_BOUND:?})"
+        status_down - gone_at <= STATUS_BOUND,
+        "Connected=False {:?} after central went away (bound {STATUS_BOUND:?})",
+        status_down - gone_at
     );
     assert!(
-        to_true <= STATUS_BOUND,
-        "Connected=True took {to_true:?} after a central broker was up (bound {STATUS_BOUND:?})"
+        lag_down <= STATUS_BOUND && lag_up <= STATUS_BOUND,
+        "status lag behind the brokers: down {lag_down:?}, up {lag_up:?} (bound {STATUS_BOUND:?})"
     );
+}
+
+/// Polls `probe` every 100 ms until it yields, at most `timeout`; returns when it did.
+async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Instant
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if probe().await.is_some() {
+            return Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// When the edge node's `/readyz` reports the bridge `connected == want` (polled every 100 ms).
+async fn node_connected(addr: std::net::SocketAddr, want: bool) -> Instant {
+    let opts = operator::controllers::cluster::push::PushOptions {
+        timeout: Duration::from_secs(1),
+        attempts: 1,
+        retry_delay: Duration::ZERO,
+    };
+    poll_until(
+        &format!("edge node {addr} reporting connected={want}"),
+        Duration::from_secs(30),
+        || async {
+            let body = operator::controllers::cluster::push::readyz_json(addr, &opts)
+                .await
+                .ok()?;
+            (body["bridges"][BRIDGE]["connected"].as_bool() == Some(want)).then_some(())
+        },
+    )
+    .await
 }
