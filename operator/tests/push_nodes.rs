@@ -247,6 +247,20 @@ async fn push_to_real_brokers() {
         assert_eq!(body["bridges"]["up"]["connected"], false, "{body}");
     }
 
+    // A bridges.json the broker refuses (400) leaves the node reported, not unreachable: the
+    // ACL acknowledgement stands and the node keeps its bridges revision.
+    let mut refused = bridging.clone();
+    refused.bridges = b"{not json".to_vec();
+    refused.revisions.bridges = Some("never".into());
+    let state = sync_node(nodes["core-0"], &refused, &opts).await;
+    match &state {
+        NodeState::Reported(r) => {
+            assert_eq!(r.bridges.as_deref(), Some(set.revision.as_str()));
+            assert_eq!(r.acl, refused.revisions.acl);
+        }
+        other => panic!("a refused bridges.json made the node {other:?}"),
+    }
+
     // Unreachable nodes: a closed port fails fast; a silent one within the bounded retries.
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

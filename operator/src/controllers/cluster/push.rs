@@ -427,7 +427,17 @@ pub async fn sync_node(addr: SocketAddr, payloads: &Payloads, options: &PushOpti
             return Ok(before);
         }
         for part in parts {
-            put(addr, part, payloads, options).await?;
+            match put(addr, part, payloads, options).await {
+                // A refused bridges.json must not make the node look unreachable (it would
+                // hold back AclApplied): the node keeps its bridges revision and the Bridge
+                // status names it as behind.
+                Err(e) if part == Part::Bridges => {
+                    tracing::warn!(node = %addr, error = %e, "bridges push failed");
+                }
+                other => {
+                    other?;
+                }
+            }
         }
         readyz(addr, options).await
     };
