@@ -375,6 +375,45 @@ async fn controllers(client: Client, metrics: Arc<Metrics>, namespaces: &[String
     futures::future::select_all(all).await;
 }
 
+/// How long the controllers get after SIGTERM/Ctrl-C to finish in-flight reconciles. kube-runtime's
+/// graceful shutdown can wait for ever when the signal arrives before a controller's caches are
+/// ready (its runner is held until the store is ready, and the stopped watch never readies it),
+/// so the stop is bounded here.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Resolves on SIGTERM or Ctrl-C (never, when the handler cannot be installed).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no SIGTERM handler; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// [`controllers`], stopped at the latest [`SHUTDOWN_GRACE`] after a shutdown signal.
+async fn controllers_until_stopped(client: Client, metrics: Arc<Metrics>, namespaces: &[String]) {
+    let deadline = async {
+        shutdown_signal().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!(
+            grace_s = SHUTDOWN_GRACE.as_secs(),
+            "controllers still busy after the shutdown grace; stopping anyway"
+        );
+    };
+    tokio::select! {
+        () = controllers(client, metrics, namespaces) => {}
+        () = deadline => {}
+    }
+}
+
 /// Runs the HTTP server and, while this replica leads (always, without leader election), every
 /// controller, until they stop. Until elected, `/healthz` answers and nothing is written but
 /// the Lease. Losing the Lease returns [`RunError::LostLease`] (the process should exit non-zero
@@ -392,14 +431,18 @@ pub async fn run(client: Client, options: RunOptions) -> Result<(), RunError> {
     let work = async {
         let Some(config) = options.leader_election.clone() else {
             metrics.set_leader(true);
-            controllers(client, metrics.clone(), &options.watch_namespaces).await;
+            controllers_until_stopped(client, metrics.clone(), &options.watch_namespaces).await;
             return Ok(());
         };
         let mut elector = election::Elector::new(client.clone(), config);
-        elector.acquire().await;
+        // A standby stops on the signal too (it holds nothing to release).
+        tokio::select! {
+            () = elector.acquire() => {}
+            () = shutdown_signal() => return Ok(()),
+        }
         metrics.set_leader(true);
         let outcome = tokio::select! {
-            () = controllers(client, metrics.clone(), &options.watch_namespaces) => {
+            () = controllers_until_stopped(client, metrics.clone(), &options.watch_namespaces) => {
                 elector.release().await;
                 Ok(())
             }
