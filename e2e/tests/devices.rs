@@ -8,6 +8,8 @@
 #[path = "../../operator/tests/support/tool.rs"]
 mod tool;
 
+#[path = "support/in_process.rs"]
+mod in_process;
 #[path = "support/devices.rs"]
 mod support;
 

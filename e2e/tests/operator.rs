@@ -6,7 +6,7 @@
 //! as `mqtt-operator run` runs them, against the shared bed.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -24,35 +24,11 @@ use e2e::wait::{self, Check};
 use operator::controllers::{self, cluster, Context};
 use operator::render::names::{Names, CLUSTER_LABEL, FIELD_MANAGER};
 
-const CONVERGE: Duration = Duration::from_secs(60);
+#[path = "support/in_process.rs"]
+mod in_process;
+use in_process::operator_running;
 
-/// Starts the controllers once for this test binary.
-fn operator_running(bed: &'static e2e::TestBed) {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        // Operator logs on stderr (RUST_LOG, default warn) so a failing test shows why.
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("operator runtime");
-            rt.block_on(async {
-                let client = bed.client().await.expect("operator client");
-                let listen = "127.0.0.1:0".parse().expect("address");
-                controllers::run(client, controllers::RunOptions::new(listen))
-                    .await
-                    .expect("operator stopped");
-            });
-        });
-    });
-}
+const CONVERGE: Duration = Duration::from_secs(60);
 
 fn quickstart() -> Vec<Manifest> {
     manifests::quickstart().expect("read the quickstart")

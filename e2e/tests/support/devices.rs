@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
@@ -18,39 +18,11 @@ use kube::Client;
 
 use e2e::manifests::{self, Manifest};
 use e2e::wait::{self, Check};
-use operator::controllers;
 use operator::render::names::Names;
 
 use super::tool;
 
 pub const CONVERGE: Duration = Duration::from_secs(90);
-
-/// Starts the controllers once for this test binary, as `mqtt-operator run` runs them.
-pub fn operator_running(bed: &'static e2e::TestBed) {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("operator runtime");
-            rt.block_on(async {
-                let client = bed.client().await.expect("operator client");
-                let listen = "127.0.0.1:0".parse().expect("address");
-                controllers::run(client, controllers::RunOptions::new(listen))
-                    .await
-                    .expect("operator stopped");
-            });
-        });
-    });
-}
 
 /// openssl on PATH, or `None` (skip, outside CI only).
 pub fn openssl() -> Option<PathBuf> {
@@ -93,7 +65,7 @@ pub fn cluster_manifest() -> Manifest {
 
 /// A namespace with the quickstart MqttCluster whose CAs exist.
 pub async fn cluster_namespace(bed: &'static e2e::TestBed, prefix: &str) -> (Client, String) {
-    operator_running(bed);
+    crate::in_process::operator_running(bed);
     let client = bed.client().await.expect("client");
     let ns = bed.namespace(prefix).await.expect("namespace");
     manifests::apply(&client, &cluster_manifest(), &ns)
