@@ -5,27 +5,27 @@
 //! `Applied=True` for the new generation and `AclApplied=True` on the cluster. Prints
 //! apply → all nodes run it, and apply → `Applied=True`, p50/p99 over 20 edits.
 
+#[allow(dead_code)]
+#[path = "support/mqtt.rs"]
+mod mqtt;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crds::condition::{find, ACCEPTED, ACL_APPLIED, APPLIED, READY};
 use crds::{MqttCluster, TopicPolicy};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::Client;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use tokio::sync::mpsc;
 
 use e2e::manifests;
 use e2e::standin::StandIn;
 use e2e::wait::{self, Check};
+use mqtt::{connect, Creds, Mqtt};
 use operator::controllers;
 use operator::controllers::cluster::push::{readyz, PushOptions};
-use operator::pki::{
-    self, CaKind, CertificateAuthority, DeviceCertProfile, DeviceRef, OsRandomness,
-};
 use operator::render::names::{Names, HTTP_PORT};
 
 const CLUSTER: &str = "quickstart";
@@ -61,115 +61,6 @@ fn operator_running(bed: &'static e2e::TestBed) {
     });
 }
 
-/// A device's client credentials, issued from the clients CA Secret.
-struct Device {
-    cert_pem: String,
-    key_pem: String,
-    ca_pem: String,
-}
-
-async fn secret_pem(client: &Client, ns: &str, name: &str) -> (String, String) {
-    let s = Api::<Secret>::namespaced(client.clone(), ns)
-        .get(name)
-        .await
-        .unwrap_or_else(|e| panic!("Secret {name}: {e}"));
-    let data = s.data.unwrap_or_default();
-    let text = |k: &str| String::from_utf8(data[k].0.clone()).expect("PEM");
-    (text("tls.crt"), text("tls.key"))
-}
-
-async fn device(client: &Client, ns: &str, device_id: &str) -> Device {
-    let names = Names::new(CLUSTER);
-    let (ca_cert, ca_key) = secret_pem(client, ns, &names.clients_ca()).await;
-    let ca = CertificateAuthority::from_pem(CaKind::Clients, &ca_cert, &ca_key).expect("CA");
-    let creds = pki::issue_device_certificate(
-        &ca,
-        &DeviceRef::new(ns, CLUSTER, device_id).expect("device ref"),
-        &DeviceCertProfile::default(),
-        &mut OsRandomness,
-        SystemTime::now(),
-    )
-    .expect("device certificate");
-    Device {
-        cert_pem: creds.certificate.pem(),
-        key_pem: creds.key.to_pkcs8_pem(),
-        ca_pem: secret_pem(client, ns, &names.cluster_ca()).await.0,
-    }
-}
-
-/// A connected client and the payloads it receives.
-struct Mqtt {
-    client: AsyncClient,
-    incoming: mpsc::UnboundedReceiver<Vec<u8>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Mqtt {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn connect(host: &str, device: &Device, client_id: &str) -> Mqtt {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut opts = MqttOptions::new(client_id, host, 8883);
-    opts.set_keep_alive(Duration::from_secs(5));
-    opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
-        ca: device.ca_pem.as_bytes().to_vec(),
-        alpn: None,
-        client_auth: Some((
-            device.cert_pem.as_bytes().to_vec(),
-            device.key_pem.as_bytes().to_vec(),
-        )),
-    }));
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
-        Ok(Ok(Event::Incoming(Packet::ConnAck(a))))
-            if a.code == rumqttc::ConnectReturnCode::Success => {}
-        other => panic!("{host}: no successful CONNACK: {other:?}"),
-    }
-    let (tx, incoming) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if tx.send(p.payload.to_vec()).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    });
-    Mqtt {
-        client,
-        incoming,
-        task,
-    }
-}
-
-impl Mqtt {
-    async fn publish(&self, topic: &str, payload: &str) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-            .await
-            .expect("publish");
-    }
-
-    /// Waits at most `within` for `payload`; everything else received is returned in `other`.
-    async fn receive(&mut self, payload: &str, within: Duration, other: &mut Vec<String>) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-                Ok(Some(p)) if p == payload.as_bytes() => return true,
-                Ok(Some(p)) => other.push(String::from_utf8_lossy(&p).into_owned()),
-                Ok(None) | Err(_) => return false,
-            }
-        }
-    }
-}
-
 /// How long a forged publish may trail its marker (different topics are not ordered).
 const FORGED_GRACE_MS: u64 = 1000;
 
@@ -187,16 +78,18 @@ async fn forged_delivered(sub: &mut Mqtt, publishers: &[Mqtt], round: usize) -> 
         p.publish("sites/lyon/devices/sensor-01/telemetry/t", &marker)
             .await;
         assert!(
-            sub.receive(&marker, Duration::from_secs(10), &mut seen)
-                .await,
+            sub.receive_noting(&marker, Duration::from_secs(10), &mut seen)
+                .await
+                .is_some(),
             "marker from node {n} not delivered"
         );
         // MQTT orders messages per topic only: forwarded between nodes, an allowed forged
         // publish may arrive just after the marker of another topic. Give it a short grace.
         let arrived = seen.contains(&forged)
             || sub
-                .receive(&forged, Duration::from_millis(FORGED_GRACE_MS), &mut seen)
-                .await;
+                .receive_noting(&forged, Duration::from_millis(FORGED_GRACE_MS), &mut seen)
+                .await
+                .is_some();
         delivered += usize::from(arrived);
     }
     assert!(
@@ -299,17 +192,20 @@ async fn topic_policy_edits_are_enforced_on_every_node_and_reported_applied() {
     );
 
     // Clients: the gateway subscribes on node 1; sensor-01 publishes through every node.
-    let gateway = device(&client, &ns, "gateway-lyon").await;
-    let sensor = device(&client, &ns, "sensor-01").await;
+    let gateway = Creds::issued(&client, &ns, "gateway-lyon").await;
+    let sensor = Creds::issued(&client, &ns, "sensor-01").await;
     let names = Names::new(CLUSTER);
-    let mut sub = connect(&names.pod_dns(1, &ns), &gateway, "gw").await;
-    sub.client
-        .subscribe("sites/lyon/devices/+/telemetry/#", QoS::AtLeastOnce)
+    let mut sub = connect(&names.pod_dns(1, &ns), &gateway, "gw")
         .await
-        .expect("subscribe");
+        .expect("gateway connects");
+    sub.subscribe("sites/lyon/devices/+/telemetry/#").await;
     let mut publishers = Vec::new();
     for n in 0..3 {
-        publishers.push(connect(&names.pod_dns(n, &ns), &sensor, &format!("s1-{n}")).await);
+        publishers.push(
+            connect(&names.pod_dns(n, &ns), &sensor, &format!("s1-{n}"))
+                .await
+                .expect("sensor-01 connects"),
+        );
     }
     // The subscription reaches the other nodes asynchronously: wait for a first delivery.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -320,9 +216,10 @@ async fn topic_policy_edits_are_enforced_on_every_node_and_reported_applied() {
             let probe = format!("probe-{warmup}");
             p.publish("sites/lyon/devices/sensor-01/telemetry/t", &probe)
                 .await;
-            if !sub
-                .receive(&probe, Duration::from_millis(500), &mut Vec::new())
+            if sub
+                .receive_noting(&probe, Duration::from_millis(500), &mut Vec::new())
                 .await
+                .is_none()
             {
                 assert!(Instant::now() < deadline, "no delivery from node {n}");
                 continue 'warm;

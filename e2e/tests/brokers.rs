@@ -4,29 +4,31 @@
 //! clients (rumqttc and Debian's `mosquitto_pub`/`mosquitto_sub`) connect over mutual TLS to
 //! the pod DNS names, verifying the server certificate's hostname.
 
+#[allow(dead_code)]
+#[path = "support/mqtt.rs"]
+mod mqtt;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crds::condition::{find, READY};
 use crds::MqttCluster;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use tokio::sync::mpsc;
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 
 use e2e::manifests;
 use e2e::standin::{hosts, StandIn};
 use e2e::wait::{self, Check};
 use operator::controllers;
-use operator::pki::{
-    self, CaKind, CertificateAuthority, DeviceCertProfile, DeviceRef, OsRandomness,
-};
 use operator::render::names::{Names, CONFIG_HASH_ANNOTATION};
+
+use mqtt::{connect, options, Creds, Mqtt};
 
 const CLUSTER: &str = "quickstart";
 /// Brokers start in order (OrderedReady), each joining raft: generous on a loaded 2-core box.
@@ -126,46 +128,9 @@ impl Running {
         c
     }
 
-    async fn secret(&self, name: &str) -> (String, String) {
-        let s = Api::<Secret>::namespaced(self.client.clone(), &self.ns)
-            .get(name)
-            .await
-            .unwrap_or_else(|e| panic!("Secret {name}: {e}"));
-        let data = s.data.unwrap_or_default();
-        let text = |k: &str| {
-            String::from_utf8(
-                data.get(k)
-                    .unwrap_or_else(|| panic!("{name}/{k}"))
-                    .0
-                    .clone(),
-            )
-            .expect("PEM")
-        };
-        (text("tls.crt"), text("tls.key"))
-    }
-
-    /// A device certificate issued from the clients CA Secret with the operator's PKI code (the
-    /// DeviceIdentity controller issues these Secrets once merged).
-    async fn device(&self, device_id: &str) -> Device {
-        let (ca_cert, ca_key) = self.secret(&Names::new(CLUSTER).clients_ca()).await;
-        let ca =
-            CertificateAuthority::from_pem(CaKind::Clients, &ca_cert, &ca_key).expect("clients CA");
-        let device = DeviceRef::new(&self.ns, CLUSTER, device_id).expect("device ref");
-        let creds = pki::issue_device_certificate(
-            &ca,
-            &device,
-            &DeviceCertProfile::default(),
-            &mut OsRandomness,
-            SystemTime::now(),
-        )
-        .expect("device certificate");
-        let (cluster_ca, _) = self.secret(&Names::new(CLUSTER).cluster_ca()).await;
-        Device {
-            id: device_id.to_string(),
-            cert_pem: creds.certificate.pem(),
-            key_pem: creds.key.to_pkcs8_pem(),
-            ca_pem: cluster_ca,
-        }
+    /// Device `name`'s credentials from its DeviceIdentity Secret (issued by the controller).
+    async fn device(&self, name: &str) -> Creds {
+        Creds::issued(&self.client, &self.ns, name).await
     }
 
     fn pod_host(&self, n: i32) -> String {
@@ -180,106 +145,6 @@ impl Running {
             .filter(|l| l.ends_with(&owner))
             .map(str::to_string)
             .collect()
-    }
-}
-
-struct Device {
-    id: String,
-    cert_pem: String,
-    key_pem: String,
-    ca_pem: String,
-}
-
-impl Device {
-    fn write(&self, dir: &Path) -> [String; 3] {
-        let p = |n: &str| dir.join(format!("{}-{n}", self.id));
-        std::fs::write(p("tls.crt"), &self.cert_pem).expect("write cert");
-        std::fs::write(p("tls.key"), &self.key_pem).expect("write key");
-        std::fs::write(p("ca.crt"), &self.ca_pem).expect("write ca");
-        ["ca.crt", "tls.crt", "tls.key"].map(|n| p(n).display().to_string())
-    }
-}
-
-/// A connected rumqttc client and its incoming publishes.
-struct Mqtt {
-    client: AsyncClient,
-    incoming: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Mqtt {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn connect(host: &str, device: &Device, client_id: &str) -> Result<Mqtt, String> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut opts = MqttOptions::new(client_id, host, 8883);
-    opts.set_keep_alive(Duration::from_secs(5));
-    opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
-        ca: device.ca_pem.as_bytes().to_vec(),
-        alpn: None,
-        client_auth: Some((
-            device.cert_pem.as_bytes().to_vec(),
-            device.key_pem.as_bytes().to_vec(),
-        )),
-    }));
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
-        Err(_) => return Err(format!("{host}: timeout waiting for CONNACK")),
-        Ok(Err(e)) => return Err(format!("{host}: {e}")),
-        Ok(Ok(Event::Incoming(Packet::ConnAck(a))))
-            if a.code == rumqttc::ConnectReturnCode::Success => {}
-        Ok(Ok(other)) => return Err(format!("{host}: unexpected {other:?}")),
-    }
-    let (tx, incoming) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let topic = p.topic.clone();
-                    if tx.send((topic, p.payload.to_vec())).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    });
-    Ok(Mqtt {
-        client,
-        incoming,
-        task,
-    })
-}
-
-impl Mqtt {
-    async fn subscribe(&self, filter: &str) {
-        self.client
-            .subscribe(filter, QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
-    }
-
-    async fn publish(&self, topic: &str, payload: &str) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-            .await
-            .expect("publish");
-    }
-
-    /// The next publish whose payload is `payload`, within `within`.
-    async fn receive(&mut self, payload: &str, within: Duration) -> Option<String> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-                Ok(Some((topic, p))) if p == payload.as_bytes() => return Some(topic),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return None,
-            }
-        }
     }
 }
 
@@ -404,17 +269,14 @@ async fn quickstart_runs_three_brokers_serving_mtls_clients_by_pod_dns_name_and_
     publisher
         .publish("sites/lyon/devices/sensor-01/telemetry/t", "after-forged")
         .await;
-    assert!(sub
-        .receive("after-forged", Duration::from_secs(10))
-        .await
-        .is_some());
     // "forged" was published before "after-forged" on the same connection: had it been
     // allowed it would have arrived first.
-    let mut drained = Vec::new();
-    while let Ok((t, p)) = sub.incoming.try_recv() {
-        drained.push((t, String::from_utf8_lossy(&p).into_owned()));
-    }
-    assert!(!drained.iter().any(|(_, p)| p == "forged"), "{drained:?}");
+    let mut before = Vec::new();
+    assert!(sub
+        .receive_noting("after-forged", Duration::from_secs(10), &mut before)
+        .await
+        .is_some());
+    assert!(!before.iter().any(|p| p == "forged"), "{before:?}");
 
     // A certificate for the wrong host name fails verification: the name really is checked.
     let wrong = connect(&procs[0].ip.to_string(), &sensor, "by-ip").await;
@@ -618,21 +480,6 @@ impl Drop for Traffic {
 }
 
 const TRAFFIC_TOPIC: &str = "sites/lyon/devices/sensor-01/telemetry/traffic";
-
-fn options(host: &str, device: &Device, client_id: &str) -> MqttOptions {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut opts = MqttOptions::new(client_id, host, 8883);
-    opts.set_keep_alive(Duration::from_secs(5));
-    opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
-        ca: device.ca_pem.as_bytes().to_vec(),
-        alpn: None,
-        client_auth: Some((
-            device.cert_pem.as_bytes().to_vec(),
-            device.key_pem.as_bytes().to_vec(),
-        )),
-    }));
-    opts
-}
 
 impl Traffic {
     async fn start(run: &Running) -> Traffic {

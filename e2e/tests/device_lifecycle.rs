@@ -12,6 +12,10 @@ mod tool;
 #[path = "support/devices.rs"]
 mod support;
 
+#[allow(dead_code)]
+#[path = "support/mqtt.rs"]
+mod mqtt;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,14 +24,13 @@ use crds::condition::{find, ACL_APPLIED, READY};
 use crds::{DeviceIdentity, MqttCluster};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::Client;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use tokio::sync::{mpsc, oneshot};
 
 use e2e::manifests;
 use e2e::standin::StandIn;
 use e2e::wait::{self, Check};
 use operator::render::names::Names;
 
+use mqtt::{connect, Creds, Mqtt};
 use support::*;
 
 const CLUSTER: &str = "quickstart";
@@ -38,107 +41,6 @@ const DROP_BOUND: Duration = Duration::from_secs(2);
 const EXTRA_REVOKED: usize = 4;
 /// The gateway's subscription.
 const SITE_TELEMETRY: &str = "sites/lyon/devices/+/telemetry/#";
-
-/// A device's credentials as read from its Secret (`tls.key` absent in CSR mode).
-#[derive(Clone)]
-struct Creds {
-    cert_pem: String,
-    key_pem: String,
-    ca_pem: String,
-}
-
-async fn creds_from_secret(client: &Client, ns: &str, name: &str) -> (Creds, bool) {
-    let s = secret(client, ns, &format!("{name}-tls"))
-        .await
-        .unwrap_or_else(|| panic!("Secret {name}-tls"));
-    let has_key = key(&s, "tls.key").is_some();
-    (
-        Creds {
-            cert_pem: key(&s, "tls.crt").expect("tls.crt"),
-            key_pem: key(&s, "tls.key").unwrap_or_default(),
-            ca_pem: key(&s, "ca.crt").expect("ca.crt"),
-        },
-        has_key,
-    )
-}
-
-/// A connected rumqttc client: its received payloads, and when/why its session ended.
-struct Session {
-    client: AsyncClient,
-    incoming: mpsc::UnboundedReceiver<Vec<u8>>,
-    ended: oneshot::Receiver<(Instant, String)>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Connects over TLS with `creds`; `Err` with what happened when no successful CONNACK came.
-async fn connect(host: &str, creds: &Creds, client_id: &str) -> Result<Session, String> {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut opts = MqttOptions::new(client_id, host, 8883);
-    opts.set_keep_alive(Duration::from_secs(5));
-    opts.set_transport(Transport::Tls(TlsConfiguration::Simple {
-        ca: creds.ca_pem.as_bytes().to_vec(),
-        alpn: None,
-        client_auth: Some((
-            creds.cert_pem.as_bytes().to_vec(),
-            creds.key_pem.as_bytes().to_vec(),
-        )),
-    }));
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
-        Ok(Ok(Event::Incoming(Packet::ConnAck(a))))
-            if a.code == rumqttc::ConnectReturnCode::Success => {}
-        other => return Err(format!("{other:?}")),
-    }
-    let (tx, incoming) = mpsc::unbounded_channel();
-    let (end_tx, ended) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let why = loop {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let _ = tx.send(p.payload.to_vec());
-                }
-                Ok(Event::Incoming(Packet::Disconnect)) => break "DISCONNECT".to_string(),
-                Ok(_) => {}
-                Err(e) => break e.to_string(),
-            }
-        };
-        // The session is over: no reconnect (the next poll would reconnect).
-        let _ = end_tx.send((Instant::now(), why));
-    });
-    Ok(Session {
-        client,
-        incoming,
-        ended,
-        task,
-    })
-}
-
-impl Session {
-    async fn publish(&self, topic: &str, payload: &str) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-            .await
-            .expect("publish");
-    }
-
-    /// Waits at most `within` for `payload`; everything else received goes to `other`.
-    async fn receive(&mut self, payload: &str, within: Duration, other: &mut Vec<String>) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match tokio::time::timeout_at(deadline, self.incoming.recv()).await {
-                Ok(Some(p)) if p == payload.as_bytes() => return true,
-                Ok(Some(p)) => other.push(String::from_utf8_lossy(&p).into_owned()),
-                Ok(None) | Err(_) => return false,
-            }
-        }
-    }
-}
 
 /// Retries `connect` until it succeeds (`want_ok`) or is refused, at most `within`.
 async fn connect_until(host: &str, creds: &Creds, id: &str, want_ok: bool, within: Duration) {
@@ -162,27 +64,23 @@ async fn connect_until(host: &str, creds: &Creds, id: &str, want_ok: bool, withi
 
 /// Publishes `topic`/`payload` then a marker on `marker_topic`; true when the gateway got the
 /// payload (with the marker or within 1 s after it: topics are not ordered between each other).
-async fn delivered(
-    gw: &mut Session,
-    from: &Session,
-    topic: &str,
-    marker_topic: &str,
-    tag: &str,
-) -> bool {
+async fn delivered(gw: &mut Mqtt, from: &Mqtt, topic: &str, marker_topic: &str, tag: &str) -> bool {
     let payload = format!("payload-{tag}");
     let marker = format!("marker-{tag}");
     from.publish(topic, &payload).await;
     from.publish(marker_topic, &marker).await;
     let mut seen = Vec::new();
     assert!(
-        gw.receive(&marker, Duration::from_secs(10), &mut seen)
-            .await,
+        gw.receive_noting(&marker, Duration::from_secs(10), &mut seen)
+            .await
+            .is_some(),
         "{tag}: marker on {marker_topic} not delivered"
     );
     seen.contains(&payload)
         || gw
-            .receive(&payload, Duration::from_secs(1), &mut seen)
+            .receive_noting(&payload, Duration::from_secs(1), &mut seen)
             .await
+            .is_some()
 }
 
 /// Runs `mosquitto_pub` (MQTT 5, QoS 1) with the files of `dir`; returns (success, stderr).
@@ -297,16 +195,13 @@ async fn devices_connect_with_their_secrets_and_revoke_suspend_rotate_csr_take_e
     let host = Names::new(CLUSTER).pod_dns(0, &ns);
 
     // 1. Connect with the Secrets' certificates: the gateway sees what sensor-01 may publish.
-    let (gw_creds, _) = creds_from_secret(&client, &ns, "gateway-lyon").await;
-    let (s1_creds, s1_has_key) = creds_from_secret(&client, &ns, "sensor-01").await;
-    assert!(s1_has_key, "operator-generated key in the Secret");
+    let gw_creds = Creds::issued(&client, &ns, "gateway-lyon").await;
+    let s1_creds = Creds::issued(&client, &ns, "sensor-01").await;
+    assert!(s1_creds.has_key(), "operator-generated key in the Secret");
     let mut gw = connect(&host, &gw_creds, "gw")
         .await
         .expect("gateway connects");
-    gw.client
-        .subscribe(SITE_TELEMETRY, QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
+    gw.subscribe(SITE_TELEMETRY).await;
     let s1 = connect(&host, &s1_creds, "s1")
         .await
         .expect("sensor-01 connects");
@@ -317,12 +212,13 @@ async fn devices_connect_with_their_secrets_and_revoke_suspend_rotate_csr_take_e
     for probe in 0.. {
         s1.publish(own, &format!("probe-{probe}")).await;
         if gw
-            .receive(
+            .receive_noting(
                 &format!("probe-{probe}"),
                 Duration::from_millis(500),
                 &mut Vec::new(),
             )
             .await
+            .is_some()
         {
             break;
         }
@@ -350,8 +246,9 @@ async fn devices_connect_with_their_secrets_and_revoke_suspend_rotate_csr_take_e
         "mosquitto_pub allowed publish failed: {out}"
     );
     assert!(
-        gw.receive("mp-allowed", Duration::from_secs(10), &mut Vec::new())
-            .await,
+        gw.receive_noting("mp-allowed", Duration::from_secs(10), &mut Vec::new())
+            .await
+            .is_some(),
         "mosquitto_pub's allowed publish not delivered"
     );
     let (ok, out) = mosquitto_pub(&mosquitto, dir.path(), &host, other, "mp-denied").await;
@@ -367,15 +264,16 @@ async fn devices_connect_with_their_secrets_and_revoke_suspend_rotate_csr_take_e
     );
     let mut seen = Vec::new();
     s1.publish(own, "after-mp-denied").await;
-    assert!(
-        gw.receive("after-mp-denied", Duration::from_secs(10), &mut seen)
-            .await
-    );
+    assert!(gw
+        .receive_noting("after-mp-denied", Duration::from_secs(10), &mut seen)
+        .await
+        .is_some());
     assert!(
         !seen.iter().any(|p| p == "mp-denied")
-            && !gw
-                .receive("mp-denied", Duration::from_secs(1), &mut seen)
-                .await,
+            && gw
+                .receive_noting("mp-denied", Duration::from_secs(1), &mut seen)
+                .await
+                .is_none(),
         "mosquitto_pub's denied publish was delivered"
     );
 
@@ -389,7 +287,7 @@ async fn devices_connect_with_their_secrets_and_revoke_suspend_rotate_csr_take_e
     let mut drops = Vec::new();
     for name in &revoke_names {
         wait_ready(&client, &ns, name).await;
-        let (creds, _) = creds_from_secret(&client, &ns, name).await;
+        let creds = Creds::issued(&client, &ns, name).await;
         let mut session = connect(&host, &creds, name)
             .await
             .unwrap_or_else(|e| panic!("{name} connects before revocation: {e}"));
@@ -401,10 +299,10 @@ async fn devices_connect_with_their_secrets_and_revoke_suspend_rotate_csr_take_e
             serde_json::json!({"spec": {"state": "Revoked"}}),
         )
         .await;
-        let (at, why) = tokio::time::timeout(Duration::from_secs(15), &mut session.ended)
+        let (at, why) = session
+            .ended(Duration::from_secs(15))
             .await
-            .unwrap_or_else(|_| panic!("{name}: session not dropped within 15 s of Revoked"))
-            .expect("session watcher");
+            .unwrap_or_else(|| panic!("{name}: session not dropped within 15 s of Revoked"));
         let took = at.saturating_duration_since(t0);
         eprintln!(
             "{name}: revoked -> session dropped in {:.0} ms ({why})",
@@ -435,7 +333,7 @@ async fn devices_connect_with_their_secrets_and_revoke_suspend_rotate_csr_take_e
     // Suspended → refused; Active again → accepted.
     apply_labelled(&client, &ns, "pause-1", "sensor", None).await;
     wait_ready(&client, &ns, "pause-1").await;
-    let (pause, _) = creds_from_secret(&client, &ns, "pause-1").await;
+    let pause = Creds::issued(&client, &ns, "pause-1").await;
     connect_until(&host, &pause, "pause-1", true, Duration::from_secs(10)).await;
     let serial = device_serial(&client, &ns, "pause-1").await;
     patch_device(
@@ -482,11 +380,9 @@ async fn devices_connect_with_their_secrets_and_revoke_suspend_rotate_csr_take_e
         "sensor-01 Secret holds the new certificate",
         CONVERGE,
         || async {
-            let (c, _) = creds_from_secret(&client, &ns, "sensor-01").await;
-            if c.cert_pem != s1_creds.cert_pem {
-                Check::Done(c)
-            } else {
-                Check::NotYet("old certificate".into())
+            match Creds::from_secret(&client, &ns, "sensor-01").await {
+                Some(c) if c.cert_pem != s1_creds.cert_pem => Check::Done(c),
+                _ => Check::NotYet("old certificate".into()),
             }
         },
     )
@@ -536,8 +432,11 @@ async fn devices_connect_with_their_secrets_and_revoke_suspend_rotate_csr_take_e
     let csr = std::fs::read_to_string(dir.path().join("own.csr")).expect("CSR");
     apply_labelled(&client, &ns, "own-key", "sensor", Some(&csr)).await;
     wait_ready(&client, &ns, "own-key").await;
-    let (mut own_creds, has_key) = creds_from_secret(&client, &ns, "own-key").await;
-    assert!(!has_key, "no private key in the Secret in CSR mode");
+    let mut own_creds = Creds::issued(&client, &ns, "own-key").await;
+    assert!(
+        !own_creds.has_key(),
+        "no private key in the Secret in CSR mode"
+    );
     own_creds.key_pem = std::fs::read_to_string(dir.path().join("own.key")).expect("key");
     let own_key = connect(&host, &own_creds, "own-key")
         .await
