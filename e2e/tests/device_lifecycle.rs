@@ -42,15 +42,18 @@ const EXTRA_REVOKED: usize = 4;
 /// The gateway's subscription.
 const SITE_TELEMETRY: &str = "sites/lyon/devices/+/telemetry/#";
 
-/// Retries `connect` until it succeeds (`want_ok`) or is refused, at most `within`.
+/// Retries `connect` until it succeeds (`want_ok`) or is refused with CONNACK NotAuthorized, at
+/// most `within`.
 async fn connect_until(host: &str, creds: &Creds, id: &str, want_ok: bool, within: Duration) {
     let deadline = Instant::now() + within;
     let mut attempt = 0;
     loop {
         attempt += 1;
         let got = connect(host, creds, &format!("{id}-{attempt}")).await;
-        if got.is_ok() == want_ok {
-            return;
+        match &got {
+            Ok(_) if want_ok => return,
+            Err(e) if !want_ok && e.contains("NotAuthorized") => return,
+            _ => {}
         }
         assert!(
             Instant::now() < deadline,
@@ -83,7 +86,8 @@ async fn delivered(gw: &mut Mqtt, from: &Mqtt, topic: &str, marker_topic: &str, 
             .is_some()
 }
 
-/// Runs `mosquitto_pub` (MQTT 5, QoS 1) with the files of `dir`; returns (success, stderr).
+/// Runs `mosquitto_pub -d` (MQTT 5, QoS 1) with the files of `dir`; returns (exit success,
+/// stdout + stderr).
 async fn mosquitto_pub(
     bin: &Path,
     dir: &Path,
