@@ -5,13 +5,14 @@
 //! `Applied=True` for the new generation and `AclApplied=True` on the cluster. Prints
 //! apply → all nodes run it, and apply → `Applied=True`, p50/p99 over 20 edits.
 
+#[path = "support/in_process.rs"]
+mod in_process;
 #[allow(dead_code)]
 #[path = "support/mqtt.rs"]
 mod mqtt;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crds::condition::{find, ACCEPTED, ACL_APPLIED, APPLIED, READY};
@@ -23,8 +24,8 @@ use kube::Client;
 use e2e::manifests;
 use e2e::standin::StandIn;
 use e2e::wait::{self, Check};
+use in_process::operator_running;
 use mqtt::{connect, Creds, Mqtt};
-use operator::controllers;
 use operator::controllers::cluster::push::{readyz, PushOptions};
 use operator::render::names::{Names, HTTP_PORT};
 
@@ -34,32 +35,6 @@ const CONVERGE: Duration = Duration::from_secs(180);
 const EDITS: usize = 20;
 /// The rule the edits add and remove: sensors may publish any telemetry of their site.
 const SITE_TOPIC: &str = "sites/${label:site}/devices/+/telemetry/#";
-
-fn operator_running(bed: &'static e2e::TestBed) {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("operator runtime");
-            rt.block_on(async {
-                let client = bed.client().await.expect("operator client");
-                let listen = "127.0.0.1:0".parse().expect("address");
-                controllers::run(client, controllers::RunOptions::new(listen))
-                    .await
-                    .expect("operator stopped");
-            });
-        });
-    });
-}
 
 /// How long a forged publish may trail its marker (different topics are not ordered).
 const FORGED_GRACE_MS: u64 = 1000;

@@ -4,6 +4,8 @@
 //! clients (rumqttc and Debian's `mosquitto_pub`/`mosquitto_sub`) connect over mutual TLS to
 //! the pod DNS names, verifying the server certificate's hostname.
 
+#[path = "support/in_process.rs"]
+mod in_process;
 #[allow(dead_code)]
 #[path = "support/mqtt.rs"]
 mod mqtt;
@@ -11,7 +13,6 @@ mod mqtt;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crds::condition::{find, READY};
@@ -25,40 +26,14 @@ use rumqttc::{AsyncClient, Event, Packet, QoS};
 use e2e::manifests;
 use e2e::standin::{hosts, StandIn};
 use e2e::wait::{self, Check};
-use operator::controllers;
 use operator::render::names::{Names, CONFIG_HASH_ANNOTATION};
 
+use in_process::operator_running;
 use mqtt::{connect, options, Creds, Mqtt};
 
 const CLUSTER: &str = "quickstart";
 /// Brokers start in order (OrderedReady), each joining raft: generous on a loaded 2-core box.
 const CONVERGE: Duration = Duration::from_secs(180);
-
-fn operator_running(bed: &'static e2e::TestBed) {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    STARTED.get_or_init(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(std::io::stderr)
-            .try_init();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("operator runtime");
-            rt.block_on(async {
-                let client = bed.client().await.expect("operator client");
-                let listen = "127.0.0.1:0".parse().expect("address");
-                controllers::run(client, controllers::RunOptions::new(listen))
-                    .await
-                    .expect("operator stopped");
-            });
-        });
-    });
-}
 
 /// A started quickstart: bed, stand-in, client, namespace.
 struct Running {

@@ -8,6 +8,9 @@
 #[path = "../../operator/tests/support/tool.rs"]
 mod tool;
 
+#[path = "support/in_process.rs"]
+mod in_process;
+
 #[allow(dead_code)]
 #[path = "support/devices.rs"]
 mod support;
@@ -164,7 +167,7 @@ async fn devices_connect_with_their_secrets_and_revoke_suspend_rotate_csr_take_e
     let Some(mosquitto) = tool::require("mosquitto_pub", "mosquitto-clients") else {
         return;
     };
-    operator_running(bed);
+    in_process::operator_running(bed);
     let client = bed.client().await.expect("client");
     let ns = bed.namespace("dev-life").await.expect("namespace");
     let standin = StandIn::start(bed, &ns, broker).expect("stand-in");
