@@ -60,7 +60,7 @@ pub fn broker_binary() -> Result<PathBuf, String> {
             )
         })?;
     let broker = profile_dir.join("mqtt-broker");
-    if !broker.exists() {
+    if !broker.exists() || older_than_sources(&broker) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         eprintln!("standin: building the broker: {cargo} build -p broker --bin mqtt-broker");
         let status = Command::new(&cargo)
@@ -72,6 +72,35 @@ pub fn broker_binary() -> Result<PathBuf, String> {
         }
     }
     Ok(broker)
+}
+
+/// Whether `binary` is older than a source file of the broker or the contract it embeds (a
+/// `cargo test -p e2e` by hand does not rebuild other packages' binaries; an old broker would
+/// make the tests chase fixed bugs).
+fn older_than_sources(binary: &Path) -> bool {
+    fn newest(dir: &Path, depth: usize) -> Option<std::time::SystemTime> {
+        let mut best = None;
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            let time = if path.is_dir() && depth > 0 {
+                newest(&path, depth - 1)
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "toml") {
+                entry.metadata().and_then(|m| m.modified()).ok()
+            } else {
+                None
+            };
+            best = best.max(time);
+        }
+        best
+    }
+    let Ok(built) = binary.metadata().and_then(|m| m.modified()) else {
+        return true;
+    };
+    let root = crate::bed::repo_root();
+    ["broker-image/src", "contract/src"]
+        .iter()
+        .filter_map(|d| newest(&root.join(d), 6))
+        .any(|t| t > built)
 }
 
 /// The broker binary, when the stand-in can run here: `/etc/hosts` writable. Outside CI a
