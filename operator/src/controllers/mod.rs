@@ -40,6 +40,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A paginated list did not end within its page bound.
+    #[error("{what}: more than {pages} pages")]
+    ListTooLong {
+        /// What was listed.
+        what: String,
+        /// The bound.
+        pages: usize,
+    },
     /// Writing a child or status failed.
     #[error(transparent)]
     Apply(#[from] ApplyError),
@@ -58,7 +66,7 @@ impl Error {
     /// Low-cardinality label for metrics.
     pub fn category(&self) -> &'static str {
         match self {
-            Error::Read { .. } => "read",
+            Error::Read { .. } | Error::ListTooLong { .. } => "read",
             Error::Apply(_) => "apply",
             Error::Build(b) => b.category(),
             Error::Device(d) => d.category(),

@@ -4,6 +4,7 @@ pub mod acknowledge;
 pub mod bridges;
 pub mod build;
 pub mod push;
+pub mod relevance;
 pub mod scale;
 pub mod status;
 
@@ -110,16 +111,8 @@ async fn dereference(client: &Client, cluster: &MqttCluster, ns: &str) -> Result
         clients_ca: secret(clients_ca_name).await?,
         server_tls: secret(names.server_tls()).await?,
         push_token: secret(names.push_token()).await?,
-        policies: Api::<TopicPolicy>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await
-            .map_err(read("TopicPolicies"))?
-            .items,
-        devices: Api::<DeviceIdentity>::namespaced(client.clone(), ns)
-            .list(&ListParams::default())
-            .await
-            .map_err(read("DeviceIdentities"))?
-            .items,
+        policies: list_lean(&Api::namespaced(client.clone(), ns), "TopicPolicies").await?,
+        devices: list_lean(&Api::namespaced(client.clone(), ns), "DeviceIdentities").await?,
         previous_acl: Api::<ConfigMap>::namespaced(client.clone(), ns)
             .get_opt(&names.config())
             .await
@@ -129,6 +122,37 @@ async fn dereference(client: &Client, cluster: &MqttCluster, ns: &str) -> Result
             .map(|b| b.0),
         pdb_api: Some(discover_pdb_api(client).await?),
         monitoring_crds: discover_monitoring(client).await?,
+    })
+}
+
+/// Objects per page when listing policies and identities.
+const LIST_PAGE: u32 = 500;
+/// Most pages one list may take (5 million objects): a bound, never reached in practice.
+const LIST_MAX_PAGES: usize = 10_000;
+
+/// Lists every `K` of `api` page by page, dropping each object's managedFields as it arrives.
+/// Why: one unpaginated list of 10,000 identities held the whole response body and every
+/// object's managedFields (larger than the rest of it) at once, the operator's peak memory.
+async fn list_lean<K>(api: &Api<K>, what: &str) -> Result<Vec<K>, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = Vec::new();
+    let mut params = ListParams::default().limit(LIST_PAGE);
+    for _ in 0..LIST_MAX_PAGES {
+        let page = api.list(&params).await.map_err(read(what))?;
+        items.extend(page.items.into_iter().map(|mut o| {
+            o.meta_mut().managed_fields = None;
+            o
+        }));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(items),
+        }
+    }
+    Err(Error::ListTooLong {
+        what: what.to_string(),
+        pages: LIST_MAX_PAGES,
     })
 }
 
@@ -379,6 +403,20 @@ fn device_cluster(d: DeviceIdentity) -> Option<ObjectRef<MqttCluster>> {
     Some(ObjectRef::new(&d.spec.cluster_ref.name).within(&d.namespace()?))
 }
 
+/// The DeviceIdentity events that change what a cluster reconcile reads ([`relevance`]).
+fn relevant_device_events(
+    ctx: &Context,
+    wc: watcher::Config,
+) -> impl futures::Stream<Item = Result<Guarded<DeviceIdentity>, watcher::Error>> + Send + 'static {
+    use kube::runtime::WatchStreamExt;
+    let mut filter = relevance::DeviceFilter::default();
+    watcher(ctx.watched::<Guarded<DeviceIdentity>>(), wc)
+        .filter(move |event| {
+            futures::future::ready(event.as_ref().map_or(true, |e| filter.admit(e)))
+        })
+        .touched_objects()
+}
+
 /// Runs the MqttCluster controller until its watches end.
 pub async fn run(ctx: Arc<Context>) {
     let wc = watcher::Config::default();
@@ -408,7 +446,7 @@ pub async fn run(ctx: Arc<Context>) {
                 .and_then(policy_cluster)
                 .map(super::guarded_ref)
         })
-        .watches(ctx.watched::<Guarded<DeviceIdentity>>(), wc.clone(), |d| {
+        .watches_stream(relevant_device_events(&ctx, wc.clone()), |d| {
             super::decoded(d)
                 .and_then(device_cluster)
                 .map(super::guarded_ref)

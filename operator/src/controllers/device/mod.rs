@@ -47,7 +47,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 
 use self::build::{build, older_holder, secret_name, ClusterFacts, Observed, DEVICE_LABEL};
@@ -242,9 +242,15 @@ fn devices_of(
 /// and requeueing the whole fleet on each would be quadratic.)
 pub async fn run(ctx: Arc<Context>) {
     let wc = watcher::Config::default();
-    let controller = Controller::new(ctx.watched::<super::Guarded<DeviceIdentity>>(), wc.clone())
+    // The cache keeps every identity for the controller's lifetime; managedFields, never read,
+    // were about half of each cached object (10,000 identities: tens of MiB).
+    let (store, writer) = kube::runtime::reflector::store();
+    let identities = watcher(ctx.watched::<super::Guarded<DeviceIdentity>>(), wc.clone())
+        .modify(|d| d.meta_mut().managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(identities, store.clone())
         .with_config(controller::Config::default().concurrency(CONCURRENCY));
-    let store = controller.store();
     let for_bundles = store.clone();
     controller
         .owns(ctx.watched::<Secret>(), wc.clone().labels(DEVICE_LABEL))
