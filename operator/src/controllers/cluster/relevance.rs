@@ -24,11 +24,10 @@ pub fn fingerprint(d: &DeviceIdentity) -> u64 {
     d.spec.cluster_ref.name.hash(&mut h);
     d.spec.device_id.hash(&mut h);
     std::mem::discriminant(&d.spec.state).hash(&mut h);
-    if let Some(status) = &d.status {
-        status.serial.hash(&mut h);
-        for p in &status.previous_serials {
-            p.serial.hash(&mut h);
-        }
+    let status = d.status.as_ref();
+    status.and_then(|s| s.serial.as_ref()).hash(&mut h);
+    for p in status.iter().flat_map(|s| &s.previous_serials) {
+        p.serial.hash(&mut h);
     }
     h.finish()
 }
