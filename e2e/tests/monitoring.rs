@@ -463,7 +463,39 @@ async fn every_referenced_metric_is_exported_by_a_real_broker_or_the_operator() 
         })
     })
     .await;
-    let operator_text = scrape(port);
+    // The device certificates' expiry series (the expiry alerts' input) appear once the
+    // DeviceIdentity controller has issued them, with a future expiry.
+    let series = format!(
+        "mqtt_operator_certificate_not_after_timestamp_seconds{{certificate=\"device\",mqtt_cluster=\"quickstart\",mqtt_cluster_namespace=\"{ns}\",name=\"sensor-01\"}} "
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let operator_text = loop {
+        let text = scrape(port);
+        let expiry = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if let Some(expiry) = expiry {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs_f64();
+            assert!(
+                expiry > now + 86_400.0,
+                "sensor-01 expires in the past or within a day: {expiry}"
+            );
+            assert!(
+                text.contains("mqtt_operator_certificates_total{operation=\"issued\"}"),
+                "issued certificates are counted:\n{text}"
+            );
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no expiry series for sensor-01 within 60 s:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let operator_names = exported_names(&operator_text);
     assert!(
         operator_text.contains("mqtt_operator_reconcile_total{kind=\"MqttCluster\"}"),

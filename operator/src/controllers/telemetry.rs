@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use contract::metrics::operator as names;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// The operator's Prometheus metrics.
@@ -18,6 +18,28 @@ pub struct Metrics {
     errors: IntCounterVec,
     duration: HistogramVec,
     leader: IntGauge,
+    certificates: IntCounterVec,
+    not_after: GaugeVec,
+    renewal: GaugeVec,
+}
+
+/// Which certificate a `mqtt_operator_certificate_*_timestamp_seconds` series is about.
+#[derive(Debug, Clone, Copy)]
+pub struct CertificateKey<'a> {
+    /// Namespace of the MqttCluster.
+    pub namespace: &'a str,
+    /// The MqttCluster.
+    pub cluster: &'a str,
+    /// Kind of certificate: `device`, `server`, `cluster-ca`, `clients-ca`.
+    pub certificate: &'a str,
+    /// The object it belongs to (the DeviceIdentity's name for a device).
+    pub name: &'a str,
+}
+
+impl CertificateKey<'_> {
+    fn labels(&self) -> [&str; 4] {
+        [self.namespace, self.cluster, self.certificate, self.name]
+    }
 }
 
 impl Default for Metrics {
@@ -50,11 +72,29 @@ impl Metrics {
         )
         .expect("valid metric");
         let leader = IntGauge::new(names::LEADER.name, names::LEADER.help).expect("valid metric");
+        let certificates = IntCounterVec::new(
+            Opts::new(names::CERTIFICATES.name, names::CERTIFICATES.help),
+            names::CERTIFICATES.labels,
+        )
+        .expect("valid metric");
+        let not_after = GaugeVec::new(
+            Opts::new(names::CERT_NOT_AFTER.name, names::CERT_NOT_AFTER.help),
+            names::CERT_NOT_AFTER.labels,
+        )
+        .expect("valid metric");
+        let renewal = GaugeVec::new(
+            Opts::new(names::CERT_RENEWAL.name, names::CERT_RENEWAL.help),
+            names::CERT_RENEWAL.labels,
+        )
+        .expect("valid metric");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(errors.clone()),
             Box::new(duration.clone()),
             Box::new(leader.clone()),
+            Box::new(certificates.clone()),
+            Box::new(not_after.clone()),
+            Box::new(renewal.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -64,7 +104,35 @@ impl Metrics {
             errors,
             duration,
             leader,
+            certificates,
+            not_after,
+            renewal,
         }
+    }
+
+    /// Counts a certificate operation: `issued`, `rotated` or `revoked`.
+    pub fn certificate(&self, operation: &'static str) {
+        self.certificates.with_label_values(&[operation]).inc();
+    }
+
+    /// Publishes when the certificate `key` expires and when the operator renews it (Unix
+    /// seconds), for the expiry and renewal-overdue alerts.
+    pub fn certificate_times(&self, key: CertificateKey<'_>, not_after: f64, renewal: Option<f64>) {
+        self.not_after
+            .with_label_values(&key.labels())
+            .set(not_after);
+        match renewal {
+            Some(r) => self.renewal.with_label_values(&key.labels()).set(r),
+            None => {
+                let _ = self.renewal.remove_label_values(&key.labels());
+            }
+        }
+    }
+
+    /// Drops the series of a certificate no longer in use (identity deleted, revoked, suspended).
+    pub fn forget_certificate(&self, key: CertificateKey<'_>) {
+        let _ = self.not_after.remove_label_values(&key.labels());
+        let _ = self.renewal.remove_label_values(&key.labels());
     }
 
     /// Sets `mqtt_operator_leader`: whether this replica leads (runs the controllers).

@@ -40,6 +40,7 @@ pub mod status;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crds::device::{DeviceIdentityStatus, DeviceState};
 use crds::{DeviceIdentity, MqttCluster};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -52,8 +53,9 @@ use kube::{Resource, ResourceExt};
 
 use self::build::{build, older_holder, secret_name, ClusterFacts, Observed, DEVICE_LABEL};
 use super::apply::{apply, apply_status, ApplyError};
+use super::telemetry::CertificateKey;
 use super::{Context, Error};
-use crate::pki::OsRandomness;
+use crate::pki::{OsRandomness, RotationReason};
 use crate::render::config_dir::CLUSTER_CA_KEY;
 use crate::render::names::{Names, CLUSTER_LABEL};
 
@@ -172,6 +174,8 @@ pub async fn reconcile(
     let ns = device.namespace().ok_or(Error::MissingKey("namespace"))?;
     let name = device.name_any();
     if device.metadata.deletion_timestamp.is_some() {
+        ctx.metrics
+            .forget_certificate(certificate_key(&device, &ns));
         return Ok(Action::await_change());
     }
     let observed = dereference(&ctx, &device, &ns, peers.as_ref()).await?;
@@ -212,9 +216,49 @@ pub async fn reconcile(
     }
     if let Some(reason) = issued {
         tracing::info!(reason = reason.as_str(), serial = ?status.serial, "certificate issued");
+        ctx.metrics.certificate(match reason {
+            RotationReason::NotIssued => "issued",
+            _ => "rotated",
+        });
     }
+    if status_written
+        && device.spec.state == DeviceState::Revoked
+        && notes.iter().any(|n| n.reason == status::REASON_REVOKED)
+    {
+        ctx.metrics.certificate("revoked");
+    }
+    publish_times(&ctx, &device, &ns, &status);
     tracing::debug!(writes, status_written, "reconciled");
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The metric key of `device`'s certificate.
+fn certificate_key<'a>(device: &'a DeviceIdentity, ns: &'a str) -> CertificateKey<'a> {
+    CertificateKey {
+        namespace: ns,
+        cluster: &device.spec.cluster_ref.name,
+        certificate: "device",
+        name: device.metadata.name.as_deref().unwrap_or_default(),
+    }
+}
+
+/// Unix seconds of an RFC 3339 status time.
+fn unix_seconds(time: Option<&str>) -> Option<f64> {
+    let t: k8s_openapi::jiff::Timestamp = time?.parse().ok()?;
+    Some(t.as_second() as f64)
+}
+
+/// Publishes the expiry and renewal time of an Active identity's certificate; a Suspended or
+/// Revoked identity's certificate is out of use and its series are dropped (no expiry alert).
+fn publish_times(ctx: &Context, device: &DeviceIdentity, ns: &str, status: &DeviceIdentityStatus) {
+    let key = certificate_key(device, ns);
+    match unix_seconds(status.not_after.as_deref()) {
+        Some(not_after) if device.spec.state == DeviceState::Active => {
+            let renewal = unix_seconds(status.renewal_time.as_deref());
+            ctx.metrics.certificate_times(key, not_after, renewal);
+        }
+        _ => ctx.metrics.forget_certificate(key),
+    }
 }
 
 /// The identities of the cluster named `cluster` in `ns`, from the controller's cache.
