@@ -488,6 +488,12 @@ async fn every_referenced_metric_is_exported_by_a_real_broker_or_the_operator() 
                 text.contains("mqtt_operator_certificates_total{operation=\"issued\"}"),
                 "issued certificates are counted:\n{text}"
             );
+            for kind in ["cluster-ca", "clients-ca", "server"] {
+                assert!(
+                    text.contains(&format!("certificate=\"{kind}\",mqtt_cluster=\"quickstart\",mqtt_cluster_namespace=\"{ns}\"")),
+                    "no expiry series for the {kind} certificate:\n{text}"
+                );
+            }
             break text;
         }
         assert!(

@@ -128,6 +128,9 @@ pub struct Summary {
     pub duplicate_device_ids: Vec<(String, Vec<String>)>,
     /// Earliest instant a certificate of the cluster needs renewing (requeue then).
     pub next_renewal: Option<SystemTime>,
+    /// The cluster's own certificates for the expiry metrics: (kind, not after, renewal time).
+    /// CAs are not renewed by this operator version: their renewal time is when they should be.
+    pub certificates: Vec<(&'static str, SystemTime, Option<SystemTime>)>,
 }
 
 fn secret(cluster: &MqttCluster, name: String, data: BTreeMap<String, ByteString>) -> Secret {
@@ -375,9 +378,9 @@ pub fn build(
         current.as_ref().map(|(info, _, _)| info),
         now,
     );
-    let (server_cert, server_key, next_renewal) = match (decision, current) {
-        (RotationDecision::Keep { renewal_time }, Some((_, cert, key))) => {
-            (cert, key, Some(renewal_time))
+    let (server_cert, server_key, next_renewal, server_not_after) = match (decision, current) {
+        (RotationDecision::Keep { renewal_time }, Some((info, cert, key))) => {
+            (cert, key, Some(renewal_time), info.validity.not_after)
         }
         _ => {
             let creds =
@@ -387,16 +390,12 @@ pub fn build(
                         source,
                     }
                 })?;
-            let renewal = creds
-                .certificate
-                .info()
-                .validity
-                .not_after
-                .checked_sub(renew_before);
+            let not_after = creds.certificate.info().validity.not_after;
             (
                 creds.certificate.pem() + &cluster_ca.cert_pem(),
                 creds.key.to_pkcs8_pem(),
-                renewal,
+                not_after.checked_sub(renew_before),
+                not_after,
             )
         }
     };
@@ -521,6 +520,27 @@ pub fn build(
             monitoring_crd_missing,
             duplicate_device_ids: compiled.duplicate_device_ids,
             next_renewal,
+            certificates: vec![
+                (
+                    "cluster-ca",
+                    cluster_ca.info().validity.not_after,
+                    cluster_ca
+                        .info()
+                        .validity
+                        .not_after
+                        .checked_sub(duration(&pki.cluster_ca.renew_before, Duration::ZERO)),
+                ),
+                (
+                    "clients-ca",
+                    clients_ca.info().validity.not_after,
+                    clients_ca
+                        .info()
+                        .validity
+                        .not_after
+                        .checked_sub(duration(&pki.clients_ca.renew_before, Duration::ZERO)),
+                ),
+                ("server", server_not_after, next_renewal),
+            ],
         },
     })
 }

@@ -172,3 +172,30 @@ fn revoked_identities_serials_are_in_the_revoked_set() {
         "an Active identity's serials leave the set"
     );
 }
+
+#[test]
+fn the_cluster_certificates_are_summarised_for_the_expiry_metrics() {
+    let d = build(
+        &cluster(QS),
+        &Observed::default(),
+        &mut SeededRandomness::new(b"m"),
+        now(),
+    )
+    .unwrap();
+    let kinds: Vec<&str> = d.summary.certificates.iter().map(|c| c.0).collect();
+    assert_eq!(kinds, ["cluster-ca", "clients-ca", "server"]);
+    for (kind, not_after, renewal) in &d.summary.certificates {
+        let renewal = renewal.unwrap_or_else(|| panic!("{kind}: no renewal time"));
+        assert!(now() < renewal && renewal < *not_after, "{kind}");
+    }
+    // Defaults: CAs 1825 d renewed 180 d before; the server 90 d renewed 30 d before.
+    let day = Duration::from_secs(86_400);
+    let (_, ca_end, ca_renew) = d.summary.certificates[0];
+    assert_eq!(ca_end.duration_since(ca_renew.unwrap()).unwrap(), 180 * day);
+    let (_, server_end, server_renew) = d.summary.certificates[2];
+    assert_eq!(server_renew, d.summary.next_renewal);
+    assert_eq!(
+        server_end.duration_since(server_renew.unwrap()).unwrap(),
+        30 * day
+    );
+}

@@ -273,6 +273,7 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
     let observed = dereference(&ctx.client, &cluster, &ns).await?;
     let desired = build(&cluster, &observed, &mut OsRandomness, SystemTime::now())?;
     let summary = desired.summary.clone();
+    publish_certificate_times(&ctx, &ns, &name, &summary);
     let payloads = push::Payloads::from_desired(&desired);
     let names = Names::new(&name);
     let sts_api = Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns);
@@ -359,6 +360,24 @@ pub async fn reconcile(cluster: Arc<MqttCluster>, ctx: Arc<Context>) -> Result<A
         next = next.min(BRIDGE_MATERIAL_RECHECK);
     }
     Ok(Action::requeue(next))
+}
+
+/// Publishes the expiry and renewal time of the cluster's CAs and server certificate.
+fn publish_certificate_times(ctx: &Context, ns: &str, name: &str, summary: &build::Summary) {
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    for (kind, not_after, renewal) in &summary.certificates {
+        let key = super::telemetry::CertificateKey {
+            namespace: ns,
+            cluster: name,
+            certificate: kind,
+            name,
+        };
+        ctx.metrics
+            .certificate_times(key, unix(*not_after), renewal.map(unix));
+    }
 }
 
 /// Wait between reconciles while a Bridge of the cluster waits for material (a remote cluster's
@@ -492,6 +511,7 @@ mod tests {
             monitoring_crd_missing: false,
             duplicate_device_ids: vec![],
             next_renewal: None,
+            certificates: Vec::new(),
         };
         assert_eq!(requeue_after(&summary, now), RESYNC);
         summary.monitoring_crd_missing = true;

@@ -215,6 +215,7 @@ mod tests {
             monitoring_crd_missing: true,
             duplicate_device_ids: vec![],
             next_renewal: None,
+            certificates: Vec::new(),
         }
     }
 
