@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crds::condition::{find, READY};
+use crds::condition::{find, MONITORING_READY, READY};
 use crds::MqttCluster;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -193,7 +193,19 @@ async fn quickstart_runs_three_brokers_serving_mtls_clients_by_pod_dns_name_and_
     let Some(mut run) = quickstart("brokers-qs").await else {
         return;
     };
-    run.wait_ready(3).await;
+    let cluster = run.wait_ready(3).await;
+    // The shared bed has no Prometheus Operator CRDs: the quickstart asks for a ServiceMonitor
+    // and a PrometheusRule, and is Ready all the same, saying why monitoring is not.
+    let monitoring = cluster
+        .status
+        .as_ref()
+        .and_then(|s| find(&s.conditions, MONITORING_READY))
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    assert_eq!(
+        monitoring,
+        Some(("False".to_string(), "CrdMissing".to_string())),
+        "Ready without the monitoring CRDs, and the condition says why"
+    );
     let procs = run.standin().processes();
     assert_eq!(procs.len(), 3, "{procs:?}");
     let ips: BTreeSet<_> = procs.iter().map(|p| p.ip).collect();
